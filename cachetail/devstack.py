@@ -1,0 +1,234 @@
+"""Throwaway MariaDB and Redis servers in a folder, for tests and ``make run``.
+
+Both are started from the installed Debian binaries on ports of their own,
+listening on 127.0.0.1 only; nothing here touches a server already running on
+the standard ports.  MariaDB runs with the binlog the invalidator needs (ROW
+format, FULL row image, FULL row metadata, a server id).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pymysql
+
+ROOT = Path(__file__).resolve().parent.parent
+SQL_DIR = ROOT / "sql"
+SEARCH_PATH = ("/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin", "/usr/libexec")
+
+BINLOG_ARGS: tuple[str, ...] = (
+    "--log-bin=binlog",
+    "--binlog-format=ROW",
+    "--binlog-row-image=FULL",
+    "--binlog-row-metadata=FULL",
+)
+
+
+class DevStackError(RuntimeError):
+    """A local server could not be installed, started or reached."""
+
+
+def find_binary(*names: str) -> str:
+    for name in names:
+        found = shutil.which(name) or next(
+            (str(Path(d) / name) for d in SEARCH_PATH if (Path(d) / name).is_file()), None
+        )
+        if found:
+            return found
+    raise DevStackError(
+        f"{names[0]} not found; install the Debian packages mariadb-server and redis-server"
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _wait(predicate: Any, timeout_s: float, what: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            raise DevStackError(f"{what} exited with {proc.returncode}:\n{tail}")
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise DevStackError(f"{what} did not come up within {timeout_s:.0f} s (log: {log})")
+
+
+class _Server:
+    proc: subprocess.Popen[bytes] | None = None
+    host = "127.0.0.1"
+
+    def __init__(self, base_dir: Path, port: int | None) -> None:
+        self.base_dir = Path(base_dir)
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout_s: float = 30) -> None:
+        """Clean shutdown (SIGTERM), waiting for the process to end."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def kill(self) -> None:
+        """Crash it (SIGKILL): no shutdown work at all."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def __enter__(self) -> _Server:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class RedisServer(_Server):
+    """``redis-server`` on 127.0.0.1:port, nothing saved to disk."""
+
+    def __init__(self, base_dir: Path, port: int | None = None, password: str | None = None) -> None:
+        super().__init__(base_dir, port)
+        self.password = password
+
+    def start(self, timeout_s: float = 15) -> None:
+        log = self.base_dir / "redis.log"
+        args = [
+            find_binary("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1",
+            "--save", "", "--appendonly", "no", "--dir", str(self.base_dir),
+            "--logfile", str(log), "--daemonize", "no",
+        ]
+        if self.password:
+            args += ["--requirepass", self.password]
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, start_new_session=True)
+        _wait(self._ping, timeout_s, f"redis-server on port {self.port}", self.proc, log)
+
+    def _ping(self) -> bool:
+        try:
+            with socket.create_connection((self.host, self.port), timeout=0.5) as s:
+                if self.password:
+                    s.sendall(f"AUTH {self.password}\r\n".encode())
+                    s.recv(64)
+                s.sendall(b"PING\r\n")
+                return s.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
+
+
+class MariaDB(_Server):
+    """``mariadbd`` with its own datadir, binlog on, root without a password on 127.0.0.1."""
+
+    def __init__(self, base_dir: Path, port: int | None = None, server_id: int = 1,
+                 extra_args: Sequence[str] = ()) -> None:
+        super().__init__(base_dir, port)
+        self.server_id = server_id
+        self.extra_args = tuple(extra_args)
+        self.datadir = self.base_dir / "data"
+        self.socket = self.base_dir / "mysqld.sock"
+
+    def _common_args(self) -> list[str]:
+        args = ["--no-defaults", f"--datadir={self.datadir}", "--innodb-buffer-pool-size=64M",
+                "--innodb-log-file-size=16M"]
+        if os.geteuid() == 0:
+            args.append("--user=root")
+        return args
+
+    def install(self) -> None:
+        if (self.datadir / "mysql").is_dir():
+            return
+        self.datadir.mkdir(parents=True, exist_ok=True)
+        cmd = [find_binary("mariadb-install-db", "mysql_install_db"), *self._common_args(),
+               "--auth-root-authentication-method=normal", "--skip-test-db",
+               "--skip-name-resolve"]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise DevStackError(f"mariadb-install-db failed:\n{done.stdout[-1500:]}{done.stderr[-1500:]}")
+
+    def start(self, timeout_s: float = 60) -> None:
+        self.install()
+        log = self.base_dir / "mariadb.err"
+        args = [
+            find_binary("mariadbd", "mysqld"), *self._common_args(),
+            f"--port={self.port}", "--bind-address=127.0.0.1", f"--socket={self.socket}",
+            f"--pid-file={self.base_dir / 'mariadb.pid'}", f"--log-error={log}",
+            f"--server-id={self.server_id}", "--skip-name-resolve",
+            "--character-set-server=utf8mb4", "--collation-server=utf8mb4_unicode_ci",
+            *BINLOG_ARGS, *self.extra_args,
+        ]
+        self.proc = subprocess.Popen(args, cwd=self.datadir, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     start_new_session=True)
+        _wait(self._ready, timeout_s, f"mariadbd on port {self.port}", self.proc, log)
+
+    def _ready(self) -> bool:
+        try:
+            self.connect(connect_timeout=1).close()
+            return True
+        except pymysql.MySQLError:
+            return False
+
+    def connect(self, user: str = "root", password: str = "", database: str | None = None,
+                **kwargs: Any) -> pymysql.connections.Connection:
+        params: dict[str, Any] = {"host": self.host, "port": self.port, "user": user,
+                                  "password": password, "autocommit": True,
+                                  "charset": "utf8mb4", "connect_timeout": 5}
+        params.update(kwargs)
+        if database:
+            params["database"] = database
+        return pymysql.connect(**params)
+
+    def run_sql_file(self, path: Path, replacements: dict[str, str] | None = None) -> None:
+        """Run a script of ``;``-terminated statements as root (as ``mysql < file`` would)."""
+        text = Path(path).read_text()
+        for old, new in (replacements or {}).items():
+            text = text.replace(old, new)
+        conn = self.connect(client_flag=pymysql.constants.CLIENT.MULTI_STATEMENTS)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(text)
+                while cur.nextset():
+                    pass
+        finally:
+            conn.close()
+
+
+def load_schema(db: MariaDB, api_password: str, invalidator_password: str) -> None:
+    """init_db.sql, then grants.sql with the placeholders replaced."""
+    db.run_sql_file(SQL_DIR / "init_db.sql")
+    db.run_sql_file(SQL_DIR / "grants.sql", {
+        "CHANGE_ME_API_PASSWORD": api_password,
+        "CHANGE_ME_INVALIDATOR_PASSWORD": invalidator_password,
+    })

@@ -1,0 +1,62 @@
+"""The throwaway servers themselves: binlog settings, sample data, accounts."""
+
+from __future__ import annotations
+
+from conftest import API_PASSWORD, INVALIDATOR_PASSWORD, Stack
+
+import pymysql
+import pytest
+
+
+def test_binlog_is_configured_for_the_invalidator(db: pymysql.connections.Connection) -> None:
+    with db.cursor() as cur:
+        cur.execute("SHOW VARIABLES WHERE Variable_name IN "
+                    "('log_bin','binlog_format','binlog_row_image','binlog_row_metadata')")
+        assert dict(cur.fetchall()) == {"log_bin": "ON", "binlog_format": "ROW",
+                                        "binlog_row_image": "FULL", "binlog_row_metadata": "FULL"}
+
+
+def test_sample_data_is_deterministic_and_complete(db: pymysql.connections.Connection) -> None:
+    with db.cursor() as cur:
+        cur.execute("SELECT COUNT(*), MIN(id), MAX(id), COUNT(DISTINCT username) FROM users")
+        assert cur.fetchone() == (10000, 1, 10000, 10000)
+        cur.execute("SELECT COUNT(*), COUNT(DISTINCT category) FROM products")
+        count, categories = cur.fetchone()
+        assert count == 1000 and categories >= 8
+        cur.execute("SELECT username, email, full_name, created_at FROM users WHERE id = 42")
+        username, email, full_name, created = cur.fetchone()
+        assert (username, email) == ("user00042", "user00042@example.com")
+        assert full_name and str(created) == "2024-01-01 00:42:00"
+
+
+def test_init_db_runs_twice_without_harm(stack: Stack, db: pymysql.connections.Connection) -> None:
+    from cachetail.devstack import SQL_DIR
+
+    with db.cursor() as cur:
+        cur.execute("CHECKSUM TABLE users, products")
+        before = cur.fetchall()
+    stack.mariadb.run_sql_file(SQL_DIR / "init_db.sql")
+    with db.cursor() as cur:
+        cur.execute("CHECKSUM TABLE users, products")
+        assert cur.fetchall() == before
+
+
+def test_api_account_can_only_read(stack: Stack) -> None:
+    conn = stack.mariadb.connect(user="cachetail_api", password=API_PASSWORD, database="cachelab")
+    with conn.cursor() as cur:
+        cur.execute("SELECT COUNT(*) FROM users")
+        assert cur.fetchone() == (10000,)
+        with pytest.raises(pymysql.err.OperationalError) as denied:
+            cur.execute("UPDATE users SET email = 'x' WHERE id = 1")
+        assert denied.value.args[0] == 1142  # command denied
+    conn.close()
+
+
+def test_invalidator_account_reads_the_binlog_position(stack: Stack) -> None:
+    conn = stack.mariadb.connect(user="cachetail_invalidator", password=INVALIDATOR_PASSWORD)
+    with conn.cursor() as cur:
+        cur.execute("SHOW MASTER STATUS")
+        assert cur.fetchone()[0].startswith("binlog.")
+        with pytest.raises(pymysql.err.OperationalError):
+            cur.execute("DELETE FROM cachelab.users WHERE id = 1")
+    conn.close()
