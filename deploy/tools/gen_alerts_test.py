@@ -1,0 +1,154 @@
+"""Generate deploy/prometheus/alerts_test.yml; annotations are filled from promtool's rendering."""
+import json, re, subprocess, sys, yaml
+OUT = str(__import__("pathlib").Path(__file__).resolve().parents[1] / "prometheus" / "alerts_test.yml")
+INV = 'job="cachetail-invalidator",instance="inv1:9101"'
+INV2 = 'job="cachetail-invalidator",instance="inv2:9101"'
+INV3 = 'job="cachetail-invalidator",instance="inv3:9101"'
+API = 'job="cachetail-api",instance="api1:5000"'
+BASE = {"service": "cachetail"}
+def lab(job=None, instance=None, **kw):
+    d = dict(kw)
+    if job: d["job"] = job
+    if instance: d["instance"] = instance
+    return d
+IJ = "cachetail-invalidator"; AJ = "cachetail-api"
+def a(sev, **labels): return {"exp_labels": {"severity": sev, "service": "cachetail", **labels}}
+
+tests = []
+def T(comment, series, evals):
+    tests.append((comment, {"interval": "1m", "input_series": [{"series": s, "values": v} for s, v in series],
+                            "alert_rule_test": [{"eval_time": t, "alertname": n, "exp_alerts": e} for t, n, e in evals]}))
+
+T("invalidator target down: pending for 2 minutes, then firing; the API stays up",
+  [(f"up{{{INV}}}", "1 1 0x10"), (f"up{{{API}}}", "1x12")],
+  [("1m", "CachetailInvalidatorDown", []), ("3m", "CachetailInvalidatorDown", []),
+   ("5m", "CachetailInvalidatorDown", [a("critical", job=IJ, instance="inv1:9101")]),
+   ("5m", "CachetailApiDown", [])])
+T("invalidator not scraped at all (absent) and the API down",
+  [(f"up{{{API}}}", "1 0x10")],
+  [("1m", "CachetailInvalidatorDown", []),
+   ("4m", "CachetailInvalidatorDown", [a("critical", job=IJ)]),
+   ("2m", "CachetailApiDown", []),
+   ("4m", "CachetailApiDown", [a("critical", job=AJ, instance="api1:5000")])])
+T("not streaming for 2 minutes fires; a worker that reconnects every other minute does not",
+  [(f"cachetail_invalidator_streaming{{{INV}}}", "1 1 0x10"),
+   (f"cachetail_invalidator_streaming{{{INV2}}}", "0 1 0 1 0 1 0 1 0 1 0 1")],
+  [("3m", "CachetailInvalidatorNotStreaming", []),
+   ("5m", "CachetailInvalidatorNotStreaming", [a("critical", job=IJ, instance="inv1:9101")])])
+T("stalled: inv1's newest event stuck at t=60s and no transactions; inv2 gets heartbeats; "
+  "inv3 is stuck on events but still applies transactions",
+  [(f"cachetail_invalidator_last_event_timestamp_seconds{{{INV}}}", "0 60 60x10"),
+   (f"cachetail_invalidator_transactions_total{{{INV}}}", "5x12"),
+   (f"cachetail_invalidator_last_event_timestamp_seconds{{{INV2}}}", "0+60x12"),
+   (f"cachetail_invalidator_transactions_total{{{INV2}}}", "5x12"),
+   (f"cachetail_invalidator_last_event_timestamp_seconds{{{INV3}}}", "0 60 60x10"),
+   (f"cachetail_invalidator_transactions_total{{{INV3}}}", "0+10x12")],
+  [("3m", "CachetailInvalidatorStalled", []), ("5m", "CachetailInvalidatorStalled", []),
+   ("7m", "CachetailInvalidatorStalled", [a("critical", job=IJ, instance="inv1:9101")])])
+T("lag: 45 s behind for 5 minutes fires; spikes and 20 s of steady lag do not",
+  [(f"cachetail_invalidator_seconds_behind{{{INV}}}", "0 0 45x10"),
+   (f"cachetail_invalidator_seconds_behind{{{INV2}}}", "45 0 45 0 45 0 45 0 45 0 45 0"),
+   (f"cachetail_invalidator_seconds_behind{{{INV3}}}", "20x12")],
+  [("6m", "CachetailInvalidatorLagging", []),
+   ("8m", "CachetailInvalidatorLagging", [a("warning", job=IJ, instance="inv1:9101")])])
+T("full invalidation: inv1's counter appears at 1 (a fresh worker), inv2's pre-initialised counter goes 0 -> 1; "
+  "both fire at once and resolve after 10 minutes",
+  [(f'cachetail_invalidator_full_invalidations_total{{{INV},reason="no_position"}}', "_x5 1x15"),
+   (f'cachetail_invalidator_full_invalidations_total{{{INV2},reason="purged"}}', "0x5 1x15")],
+  [("4m", "CachetailFullInvalidation", []),
+   ("6m", "CachetailFullInvalidation", [a("info", job=IJ, instance="inv1:9101", reason="no_position"),
+                                        a("info", job=IJ, instance="inv2:9101", reason="purged")]),
+   ("14m", "CachetailFullInvalidation", [a("info", job=IJ, instance="inv1:9101", reason="no_position"),
+                                         a("info", job=IJ, instance="inv2:9101", reason="purged")]),
+   ("16m", "CachetailFullInvalidation", [])])
+T("full invalidation long ago (counter steady at 1 for 25 minutes): nothing",
+  [(f'cachetail_invalidator_full_invalidations_total{{{INV},reason="purged"}}', "1x25")],
+  [("20m", "CachetailFullInvalidation", [])])
+T("hit ratio 2/3 (1 hit/s, 0.5 miss/s) for 15 minutes fires after 5 minutes",
+  [(f'cachetail_cache_lookups_total{{{API},entity="user",result="hit"}}', "0+60x30"),
+   (f'cachetail_cache_lookups_total{{{API},entity="user",result="miss"}}', "0+30x30")],
+  [("4m", "CachetailLowHitRate", []), ("10m", "CachetailLowHitRate", [a("warning")])])
+T("hit ratio over all entities 92% (users low, products high) with many bypasses: no low-hit alert",
+  [(f'cachetail_cache_lookups_total{{{API},entity="user",result="hit"}}', "0+60x30"),
+   (f'cachetail_cache_lookups_total{{{API},entity="user",result="miss"}}', "0+30x30"),
+   (f'cachetail_cache_lookups_total{{{API},entity="products",result="hit"}}', "0+300x30"),
+   (f'cachetail_cache_lookups_total{{{API},entity="user",result="bypass"}}', "0+100x30")],
+  [("20m", "CachetailLowHitRate", [])])
+T("hit ratio 50% but only 0.1 lookups/s: too quiet to judge",
+  [(f'cachetail_cache_lookups_total{{{API},entity="user",result="hit"}}', "0+3x30"),
+   (f'cachetail_cache_lookups_total{{{API},entity="user",result="miss"}}', "0+3x30")],
+  [("20m", "CachetailLowHitRate", [])])
+T("2% of requests answer 503: fires after 5 minutes",
+  [(f'cachetail_http_requests_total{{{API},route="/user/{{id}}",method="GET",status="200"}}', "0+600x20"),
+   (f'cachetail_http_requests_total{{{API},route="/user/{{id}}",method="GET",status="503"}}', "0+12x20")],
+  [("4m", "CachetailApi5xx", []), ("8m", "CachetailApi5xx", [a("critical")])])
+T("many 404s and 0.5% of 500s: no 5xx alert (4xx are the client's)",
+  [(f'cachetail_http_requests_total{{{API},route="/user/{{id}}",method="GET",status="200"}}', "0+600x20"),
+   (f'cachetail_http_requests_total{{{API},route="/user/{{id}}",method="GET",status="404"}}', "0+600x20"),
+   (f'cachetail_http_requests_total{{{API},route="/user/{{id}}",method="GET",status="500"}}', "0+6x20")],
+  [("10m", "CachetailApi5xx", [])])
+T("9% of reads bypass Redis: fires after 3 minutes",
+  [(f'cachetail_cache_lookups_total{{{API},entity="user",result="hit"}}', "0+600x20"),
+   (f'cachetail_cache_lookups_total{{{API},entity="user",result="bypass"}}', "0+60x20")],
+  [("3m", "CachetailRedisBypass", []), ("5m", "CachetailRedisBypass", [a("warning")])])
+T("Redis calls failing (0.5/s) with no bypass counted yet: fires",
+  [(f'cachetail_cache_lookups_total{{{API},entity="user",result="hit"}}', "0+600x20"),
+   (f'cachetail_redis_errors_total{{{API},operation="get"}}', "0+30x20")],
+  [("5m", "CachetailRedisBypass", [a("warning")])])
+T("0.5% bypasses and a few Redis errors: below both thresholds",
+  [(f'cachetail_cache_lookups_total{{{API},entity="user",result="hit"}}', "0+6000x20"),
+   (f'cachetail_cache_lookups_total{{{API},entity="user",result="bypass"}}', "0+30x20"),
+   (f'cachetail_redis_errors_total{{{API},operation="get"}}', "0+3x20")],
+  [("10m", "CachetailRedisBypass", [])])
+T("6 failing SELECTs a minute: fires after 3 minutes",
+  [(f'cachetail_mysql_queries_total{{{API},entity="user",result="ok"}}', "0+600x20"),
+   (f'cachetail_mysql_queries_total{{{API},entity="user",result="error"}}', "0+6x20")],
+  [("3m", "CachetailMySQLErrors", []), ("5m", "CachetailMySQLErrors", [a("critical")])])
+T("one failing SELECT a minute: nothing",
+  [(f'cachetail_mysql_queries_total{{{API},entity="user",result="ok"}}', "0+600x20"),
+   (f'cachetail_mysql_queries_total{{{API},entity="products",result="error"}}', "0+1x20")],
+  [("10m", "CachetailMySQLErrors", [])])
+
+def render(test_list):
+    return {"rule_files": ["alerts.yml"], "evaluation_interval": "1m", "tests": test_list}
+
+# Pass 1: run each test alone, collect the annotations promtool renders.
+import tempfile, os
+def run(doc):
+    with tempfile.NamedTemporaryFile("w", suffix=".yml", dir="/work/main/deploy/prometheus", delete=False) as f:
+        yaml.safe_dump(doc, f, sort_keys=False, width=200); name = f.name
+    try:
+        p = subprocess.run(["promtool", "test", "rules", name], capture_output=True, text=True); p.stdout += p.stderr; return p
+    finally:
+        os.unlink(name)
+pair = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+for comment, t in tests:
+    for ev in t["alert_rule_test"]:
+        for e in ev["exp_alerts"]:
+            single = dict(t, alert_rule_test=[{**ev, "exp_alerts": [e]}] if len(ev["exp_alerts"]) == 1 else [ev])
+            r = run(render([single]))
+            if "got:[" not in r.stdout: sys.exit(f"{comment}:\n{r.stdout}\n{r.stderr}")
+            got = r.stdout.split("got:[", 1)[1]
+            blocks = re.findall(r"Labels:\{(.*?)\}\n\s*Annotations:\{(.*?)\},?\n", got)
+            want = {**e["exp_labels"], "alertname": ev["alertname"]}
+            for lb, an in blocks:
+                labels = {k: json.loads(f'"{v}"') for k, v in pair.findall(lb)}
+                if labels == want:
+                    e["exp_annotations"] = {k: json.loads(f'"{v}"') for k, v in pair.findall(an)}
+                    break
+            else:
+                sys.exit(f"{comment}: {ev['eval_time']} {ev['alertname']} {want} not in\n{r.stdout}")
+header = """# promtool unit tests of alerts.yml:  promtool test rules deploy/prometheus/alerts_test.yml
+# For every alert, series that make it fire (pending first, then firing after
+# its `for:`) and series that must not.  The expected annotations are the
+# rendered templates, so a broken template or a wrong $value fails here.
+# Time starts at 0 and time() follows the evaluation time.
+"""
+lines = [header, "rule_files:\n  - alerts.yml\nevaluation_interval: 1m\n\ntests:\n"]
+for comment, t in tests:
+    body = yaml.safe_dump([t], sort_keys=False, width=10000, allow_unicode=True)
+    body = "\n".join("  " + l for l in body.splitlines())
+    lines.append(f"  # {comment}\n{body}\n\n")
+open(OUT, "w").write("".join(lines).rstrip() + "\n")
+r = subprocess.run(["promtool", "test", "rules", OUT], capture_output=True, text=True)
+print(r.stdout[-3000:], r.stderr[-2000:], r.returncode)

@@ -1,0 +1,146 @@
+"""Generates deploy/grafana/cachetail.json: edit here, run it, commit both."""
+import json
+DS = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
+RI = "$__rate_interval"
+panels = []
+_id = [0]
+def nid():
+    _id[0] += 1; return _id[0]
+def row(title, y):
+    panels.append({"type": "row", "id": nid(), "title": title, "collapsed": False,
+                   "gridPos": {"h": 1, "w": 24, "x": 0, "y": y}, "panels": []})
+def ts(title, desc, targets, x, y, w=12, h=8, unit="short", extra=None, stack=False, bars=False, minv=None, maxv=None, thresholds=None):
+    defaults = {"unit": unit, "custom": {"drawStyle": "bars" if bars else "line", "lineWidth": 1,
+                                          "fillOpacity": 60 if bars else 10, "showPoints": "never",
+                                          "spanNulls": False,
+                                          "stacking": {"mode": "normal" if stack else "none", "group": "A"}}}
+    if minv is not None: defaults["min"] = minv
+    if maxv is not None: defaults["max"] = maxv
+    if thresholds:
+        defaults["thresholds"] = {"mode": "absolute", "steps": thresholds}
+        defaults["custom"]["thresholdsStyle"] = {"mode": "line"}
+    p = {"type": "timeseries", "id": nid(), "title": title, "description": desc, "datasource": DS,
+         "gridPos": {"h": h, "w": w, "x": x, "y": y},
+         "fieldConfig": {"defaults": defaults, "overrides": []},
+         "options": {"legend": {"displayMode": "table", "placement": "bottom", "calcs": ["mean", "max", "lastNotNull"]},
+                     "tooltip": {"mode": "multi", "sort": "desc"}},
+         "targets": [{"datasource": DS, "refId": chr(65 + i), "expr": e, "legendFormat": l, "range": True}
+                     for i, (e, l) in enumerate(targets)]}
+    panels.append(p); return p
+def stat(title, desc, expr, x, y, w=4, h=4, unit="short", steps=None, mappings=None, legend=""):
+    p = {"type": "stat", "id": nid(), "title": title, "description": desc, "datasource": DS,
+         "gridPos": {"h": h, "w": w, "x": x, "y": y},
+         "fieldConfig": {"defaults": {"unit": unit, "mappings": mappings or [],
+                                      "thresholds": {"mode": "absolute", "steps": steps or [{"color": "green", "value": None}]}},
+                         "overrides": []},
+         "options": {"colorMode": "background", "graphMode": "area", "justifyMode": "auto", "textMode": "auto",
+                     "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False}},
+         "targets": [{"datasource": DS, "refId": "A", "expr": expr, "legendFormat": legend, "instant": True}]}
+    panels.append(p); return p
+
+HIT = 'sum by (entity) (rate(cachetail_cache_lookups_total{result="hit"}[%s]))'
+HM = 'sum by (entity) (rate(cachetail_cache_lookups_total{result=~"hit|miss"}[%s]))'
+
+y = 0
+row("Overview", y); y += 1
+stat("Hit ratio (15 min)", "Hits / (hits + misses) over the last 15 minutes, all entities. The lab's target is 80% (alert CachetailLowHitRate).",
+     'sum(increase(cachetail_cache_lookups_total{result="hit"}[15m])) / sum(increase(cachetail_cache_lookups_total{result=~"hit|miss"}[15m]))',
+     0, y, unit="percentunit", steps=[{"color": "red", "value": None}, {"color": "orange", "value": 0.8}, {"color": "green", "value": 0.9}])
+stat("Requests/s", "HTTP requests per second, all routes, every API host.",
+     f'sum(rate(cachetail_http_requests_total[{RI}]))', 4, y, unit="reqps")
+stat("5xx ratio", "Share of requests answered 5xx (alert CachetailApi5xx above 1%).",
+     f'sum(rate(cachetail_http_requests_total{{status=~"5.."}}[{RI}])) / sum(rate(cachetail_http_requests_total[{RI}]))',
+     8, y, unit="percentunit", steps=[{"color": "green", "value": None}, {"color": "red", "value": 0.01}])
+stat("Redis bypasses/s", "Reads answered from MySQL because Redis failed or timed out (X-Cache: BYPASS).",
+     f'sum(rate(cachetail_cache_lookups_total{{result="bypass"}}[{RI}])) or vector(0)', 12, y, unit="reqps",
+     steps=[{"color": "green", "value": None}, {"color": "red", "value": 0.01}])
+stat("Invalidator following", "1 when every invalidator is connected and following the binlog (cachetail_invalidator_streaming), 0 when one is not or is down.",
+     'min((up{job="cachetail-invalidator"} * on (job, instance) cachetail_invalidator_streaming) or up{job="cachetail-invalidator"})', 16, y,
+     steps=[{"color": "red", "value": None}, {"color": "green", "value": 1}],
+     mappings=[{"type": "value", "options": {"0": {"text": "NO", "index": 0}, "1": {"text": "yes", "index": 1}}}])
+stat("Invalidator lag", "Seconds between the newest applied binlog event and now (alert CachetailInvalidatorLagging above 30 s).",
+     'max(cachetail_invalidator_seconds_behind)', 20, y, unit="s",
+     steps=[{"color": "green", "value": None}, {"color": "orange", "value": 5}, {"color": "red", "value": 30}])
+y += 4
+
+row("Read API", y); y += 1
+ts("Cache lookups per second by entity and result", "Cached reads (GET /user/{id}, GET /products) per second: hit, miss, bypass. The sum over results is the cached read rate of that entity.",
+   [(f'sum by (entity, result) (rate(cachetail_cache_lookups_total[{RI}]))', "{{entity}} {{result}}")], 0, y, unit="reqps", stack=True)
+ts("Hit ratio by entity", "Hits / (hits + misses) per entity. The dashed line is the 80% target.",
+   [(f'({HIT % RI}) / ({HM % RI})', "{{entity}}")], 12, y, unit="percentunit", minv=0, maxv=1,
+   thresholds=[{"color": "red", "value": None}, {"color": "green", "value": 0.8}])
+y += 8
+ts("Cached read latency by result (p50, p99)", "Time to answer a cached read, from the first Redis call to the body: hits are Redis round trips (sub-millisecond on loopback, ~1 ms in a VPC); misses add a SELECT and the compare-and-set store; bypasses are MySQL reads after a Redis failure.",
+   [(f'histogram_quantile(0.5, sum by (le, result) (rate(cachetail_cache_lookup_duration_seconds_bucket[{RI}])))', "p50 {{result}}"),
+    (f'histogram_quantile(0.99, sum by (le, result) (rate(cachetail_cache_lookup_duration_seconds_bucket[{RI}])))', "p99 {{result}}")],
+   0, y, unit="s")
+ts("HTTP latency by route (p50, p99)", "Whole-request latency per route template; /user/{id}/nocache is the uncached baseline to compare hits against.",
+   [(f'histogram_quantile(0.5, sum by (le, route) (rate(cachetail_http_request_duration_seconds_bucket[{RI}])))', "p50 {{route}}"),
+    (f'histogram_quantile(0.99, sum by (le, route) (rate(cachetail_http_request_duration_seconds_bucket[{RI}])))', "p99 {{route}}")],
+   12, y, unit="s")
+y += 8
+ts("HTTP requests per second by status", "Answers by status code; 4xx are bad input (never 5xx), 503 means MySQL was unreachable on a miss.",
+   [(f'sum by (status) (rate(cachetail_http_requests_total[{RI}]))', "{{status}}")], 0, y, unit="reqps", stack=True)
+ts("SELECTs per second", "Queries the API sent to MySQL, by entity and result (ok, error), and the p99 of one SELECT including the wait for a pooled connection (right axis). A warm cache keeps this far below the request rate.",
+   [(f'sum by (entity, result) (rate(cachetail_mysql_queries_total[{RI}]))', "{{entity}} {{result}}"),
+    (f'histogram_quantile(0.99, sum by (le, entity) (rate(cachetail_mysql_query_duration_seconds_bucket[{RI}])))', "p99 {{entity}}")],
+   12, y, unit="qps")
+panels[-1]["fieldConfig"]["overrides"] = [{"matcher": {"id": "byRegexp", "options": "^p99 .*"},
+                                          "properties": [{"id": "unit", "value": "s"}, {"id": "custom.axisPlacement", "value": "right"}]}]
+y += 8
+ts("Redis bypasses and errors", "Reads answered from MySQL because Redis failed or timed out, by entity, and failed Redis calls by operation. Anything but zero: check Redis (alert CachetailRedisBypass).",
+   [(f'sum by (entity) (rate(cachetail_cache_lookups_total{{result="bypass"}}[{RI}]))', "bypass {{entity}}"),
+    (f'sum by (operation) (rate(cachetail_redis_errors_total[{RI}]))', "error {{operation}}")], 0, y, unit="reqps")
+ts("Cache fills", "What happened to misses: stored (the fill won its compare-and-set), stale_prevented (an invalidation arrived during the fill, so the possibly old row was not stored), waited (another fill's value arrived), uncached (answered without storing).",
+   [(f'sum by (result) (rate(cachetail_cache_fills_total[{RI}]))', "{{result}}")], 12, y, unit="ops", stack=True)
+y += 8
+
+row("Invalidator", y); y += 1
+ts("Invalidator lag", "seconds_behind: age of the newest applied event (0 when caught up and quiet). Since last event: time since anything, heartbeats included, came from the server; it stays under a few seconds while the stream is alive.",
+   [('cachetail_invalidator_seconds_behind', "behind {{instance}}"),
+    ('time() - cachetail_invalidator_last_event_timestamp_seconds', "since last event {{instance}}")],
+   0, y, unit="s", thresholds=[{"color": "green", "value": None}, {"color": "red", "value": 30}])
+ts("Commit -> applied (p50, p90, p99)", "Per transaction: from its commit timestamp in the binlog to Redis acknowledging its deletes/refreshes. Binlog timestamps have 1-second resolution, so read this as an upper bound.",
+   [(f'histogram_quantile({q}, sum by (le) (rate(cachetail_invalidator_commit_to_applied_seconds_bucket[{RI}])))', f"p{int(q * 100)}")
+    for q in (0.5, 0.9, 0.99)], 12, y, unit="s")
+y += 8
+ts("Row events per second", "Binlog row events by table and operation; table=other are events of tables cachetail does not map, dropped before their rows are decoded. Transactions/s applied on the right.",
+   [(f'sum by (table, operation) (rate(cachetail_invalidator_row_events_total[{RI}]))', "{{table}} {{operation}}"),
+    (f'sum(rate(cachetail_invalidator_transactions_total[{RI}]))', "transactions")], 0, y, unit="ops")
+panels[-1]["fieldConfig"]["overrides"] = [{"matcher": {"id": "byName", "options": "transactions"},
+                                          "properties": [{"id": "custom.axisPlacement", "value": "right"}]}]
+ts("Keys per second", "Redis keys acted on: deleted, refreshed (refresh mode), generation_bumped (every products list variant at once), cleared (full invalidation).",
+   [(f'sum by (action) (rate(cachetail_invalidator_keys_total[{RI}]))', "{{action}}")], 12, y, unit="ops", stack=True)
+y += 8
+ts("Reconnects and full invalidations", "Reconnects after a lost connection by target (mysql, redis), and full invalidations by reason (no_position, purged), per interval. A full invalidation is followed by a burst of misses.",
+   [(f'sum by (target) (increase(cachetail_invalidator_reconnects_total[{RI}]))', "reconnect {{target}}"),
+    (f'sum by (reason) (increase(cachetail_invalidator_full_invalidations_total[{RI}]))', "full invalidation {{reason}}")],
+   0, y, unit="short", bars=True)
+ts("Binlog position", "File index and byte offset of the last applied transaction: should move whenever the database takes writes.",
+   [('cachetail_invalidator_binlog_file_index', "file index {{instance}}"),
+    ('cachetail_invalidator_binlog_position', "offset {{instance}}")], 12, y, unit="none")
+panels[-1]["fieldConfig"]["overrides"] = [{"matcher": {"id": "byRegexp", "options": "^offset .*"},
+                                          "properties": [{"id": "unit", "value": "decbytes"}, {"id": "custom.axisPlacement", "value": "right"}]}]
+
+dash = {
+    "__requires": [{"type": "grafana", "id": "grafana", "name": "Grafana", "version": "9.0.0"},
+                   {"type": "datasource", "id": "prometheus", "name": "Prometheus", "version": "1.0.0"},
+                   {"type": "panel", "id": "timeseries", "name": "Time series", "version": ""},
+                   {"type": "panel", "id": "stat", "name": "Stat", "version": ""}],
+    "annotations": {"list": [
+        {"builtIn": 1, "datasource": {"type": "grafana", "uid": "-- Grafana --"}, "enable": True, "hide": True,
+         "iconColor": "rgba(0, 211, 255, 1)", "name": "Annotations & Alerts", "type": "dashboard"},
+        {"datasource": DS, "enable": True, "iconColor": "red", "name": "Full invalidations",
+         "expr": "changes(cachetail_invalidator_full_invalidations_total[2m]) > 0", "step": "1m",
+         "titleFormat": "Full invalidation ({{reason}})", "textFormat": "{{instance}}", "useValueForTime": False}]},
+    "description": "cachetail: cache-aside read API (hit ratio, latency, MySQL load, Redis bypasses) and the binlog invalidator (lag, commit -> applied, throughput, reconnects).",
+    "editable": True, "graphTooltip": 1, "links": [], "liveNow": False,
+    "panels": panels,
+    "refresh": "30s", "schemaVersion": 39, "tags": ["cachetail", "redis", "mysql"],
+    "templating": {"list": [{"name": "DS_PROMETHEUS", "label": "Prometheus", "type": "datasource", "query": "prometheus",
+                             "current": {}, "hide": 0, "includeAll": False, "multi": False, "options": [],
+                             "refresh": 1, "regex": "", "skipUrlSync": False}]},
+    "time": {"from": "now-1h", "to": "now"}, "timepicker": {}, "timezone": "",
+    "title": "cachetail", "uid": "cachetail", "version": 1, "weekStart": ""}
+open(__import__("pathlib").Path(__file__).resolve().parents[1] / "grafana" / "cachetail.json", "w").write(json.dumps(dash, indent=2) + "\n")
+print(len(panels), "panels")
