@@ -10,6 +10,7 @@ every multi-key script touches one slot)::
     ct:{p}:gen           generation of the product lists (an integer, INCR'd)
     ct:{p}:all           the list of every product
     ct:{p}:c:<category>  the list of one category (category percent-encoded)
+    ct:invalidator:position  the invalidator's binlog position (JSON)
 
 Value framing — the first byte tells a value from a control record:
 
@@ -72,6 +73,14 @@ class Keyspace:
     def owned_pattern(self) -> str:
         """SCAN pattern matching every key this deployment owns (admin paths only)."""
         return f"{self.prefix}:*"
+
+    def users_pattern(self) -> str:
+        """SCAN pattern matching every user key (the invalidator, after DDL on users)."""
+        return f"{self.prefix}:{{u:*"
+
+    def invalidator_position(self) -> str:
+        """The invalidator's saved binlog position (JSON), written with its work."""
+        return f"{self.prefix}:invalidator:position"
 
     @classmethod
     def from_cache_settings(cls, cache: Any) -> Keyspace:
@@ -194,4 +203,14 @@ if (redis.call('GET', KEYS[1]) or '0') ~= ARGV[2] then
 end
 redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[4])
 return 1
+"""
+
+# Give a lease back after a failed fill (MySQL down), so other readers stop
+# waiting for it; only while the key still holds this fill's token.
+# KEYS[1]=key  ARGV[1]=token
+LEASE_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
 """

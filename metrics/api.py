@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from metrics import LATENCY_BUCKETS_S
 
@@ -59,4 +59,18 @@ HTTP_REQUEST_SECONDS = Histogram(
     ["route", "method"],
     namespace=NAMESPACE,
     buckets=LATENCY_BUCKETS_S,
+)
+REDIS_SKIPPED = Counter(
+    "redis_skipped",
+    "Redis calls not attempted because a recent connection failure opened the circuit"
+    " breaker (API_REDIS_BREAKER_S); the request was answered from MySQL.",
+    ["operation"],
+    namespace=NAMESPACE,
+)
+FILLS_IN_FLIGHT = Gauge(
+    "cache_fills_in_flight",
+    "Cache fills in progress (one per key and worker; concurrent misses share one).",
+    ["entity"],
+    namespace=NAMESPACE,
+    multiprocess_mode="livesum",
 )

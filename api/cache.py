@@ -1,0 +1,228 @@
+"""The fill protocol: cache-aside that cannot store a stale row (DESIGN.md, "Reads").
+
+GET → hit; miss → lease (SET NX PX), SELECT, compare-and-set store that fails
+if an invalidation removed or replaced the lease; someone else's lease → wait
+briefly, then read MySQL without storing.  Concurrent misses of one key in this
+process share one fill (single-flight), so N cold readers cost one SELECT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+
+from redis.asyncio import Redis
+
+from api.redisconn import Guard, RedisUnavailable
+from cachetail import keyspace
+from cachetail.keyspace import Keyspace, is_lease, is_negative, stamp, unstamp
+from cachetail.settings import CacheSettings
+from metrics.api import CACHE_FILLS, CACHE_LOOKUP_SECONDS, CACHE_LOOKUPS, FILLS_IN_FLIGHT
+
+T = TypeVar("T")
+HIT, MISS, BYPASS = "HIT", "MISS", "BYPASS"
+FOUND, LEASED, ABSENT = "found", "leased", "absent"  # what a read found in the key
+
+UserLoader = Callable[[], Awaitable[bytes | None]]
+ListLoader = Callable[[], Awaitable[bytes]]
+# Called between the SELECT and the compare-and-set store, with the key: a seam
+# for tests that must put an invalidation at exactly that point.
+AfterSelect = Callable[[str], Awaitable[None]]
+
+_POLL_FIRST_S = 0.002
+_POLL_MAX_S = 0.025
+
+
+@dataclass(frozen=True)
+class Answer:
+    body: bytes | None  # None: no such row
+    source: str  # HIT, MISS or BYPASS (the X-Cache header)
+
+
+class Cache:
+    def __init__(self, client: Redis, guard: Guard, keys: Keyspace, settings: CacheSettings,
+                 *, after_select: AfterSelect | None = None) -> None:
+        self._redis = client
+        self._guard = guard
+        self._keys = keys
+        self._lease_ms = settings.lease_ms
+        self._wait_s = settings.lease_wait_ms / 1000
+        self._after_select = after_select
+        self._cas = client.register_script(keyspace.CAS_STORE)
+        self._release = client.register_script(keyspace.LEASE_RELEASE)
+        self._products_lease = client.register_script(keyspace.PRODUCTS_LEASE)
+        self._products_cas = client.register_script(keyspace.PRODUCTS_CAS_STORE)
+        self._flights: dict[Hashable, asyncio.Future[Any]] = {}
+
+    # ------------------------------------------------------------------ users
+
+    async def user(self, user_id: int, load: UserLoader) -> Answer:
+        started = time.perf_counter()
+        answer = await self._user(self._keys.user(user_id), load)
+        _count("user", answer, started)
+        return answer
+
+    async def _user(self, key: str, load: UserLoader) -> Answer:
+        try:
+            value = await self._guard.run("get", lambda: self._get(key))
+        except RedisUnavailable:
+            return Answer(await self._shared(("bypass", key), load), BYPASS)
+        if value is not None and not is_lease(value):
+            return Answer(None if is_negative(value) else value, HIT)
+        return await self._shared(key, lambda: self._fill_user(key, load))
+
+    async def _fill_user(self, key: str, load: UserLoader) -> Answer:
+        token = _token()
+        try:
+            taken = await self._guard.run(
+                "lease", lambda: self._redis.set(key, token, nx=True, px=self._lease_ms))
+        except RedisUnavailable:
+            return Answer(await load(), BYPASS)
+        if not taken:
+            return await self._wait("user", key, load, self._read_user)
+        with FILLS_IN_FLIGHT.labels("user").track_inprogress():
+            body = await self._load_holding(key, token, load)
+            value, ttl = (keyspace.NEGATIVE, self._keys.ttl_negative_s) if body is None else (
+                body, self._keys.ttl_user_s)
+            await self._store("user", lambda: self._cas(keys=[key], args=[token, value, ttl]))
+        return Answer(body, MISS)
+
+    async def _read_user(self, key: str) -> tuple[str, bytes | None]:
+        value = await self._guard.run("get", lambda: self._get(key))
+        if value is None:
+            return ABSENT, None
+        if is_lease(value):
+            return LEASED, None
+        return FOUND, None if is_negative(value) else value
+
+    # --------------------------------------------------------------- products
+
+    async def products(self, category: str | None, load: ListLoader) -> Answer:
+        started = time.perf_counter()
+        answer = await self._products(self._keys.products(category), load)
+        _count("products", answer, started)
+        return answer
+
+    async def _products(self, key: str, load: ListLoader) -> Answer:
+        try:
+            state, body = await self._read_products(key)
+        except RedisUnavailable:
+            return Answer(await self._shared(("bypass", key), load), BYPASS)
+        if state == FOUND:
+            return Answer(body, HIT)
+        return await self._shared(key, lambda: self._fill_products(key, load))
+
+    async def _fill_products(self, key: str, load: ListLoader) -> Answer:
+        gen_key, token = self._keys.products_generation(), _token()
+        try:
+            state, payload = await self._guard.run("lease", lambda: self._products_lease(
+                keys=[gen_key, key], args=[token, self._lease_ms]))
+        except RedisUnavailable:
+            return Answer(await load(), BYPASS)
+        if state == 2:  # another fill stored it since our read
+            CACHE_FILLS.labels("products", "waited").inc()
+            return Answer(payload[payload.index(b"\n") + 1:], MISS)
+        if state == 0:
+            return await self._wait("products", key, load, self._read_products)
+        with FILLS_IN_FLIGHT.labels("products").track_inprogress():
+            body = await self._load_holding(key, token, load)
+            value = stamp(int(payload), body)
+            await self._store("products", lambda: self._products_cas(
+                keys=[gen_key, key], args=[token, payload, value, self._keys.ttl_products_s]))
+        return Answer(body, MISS)
+
+    async def _read_products(self, key: str) -> tuple[str, bytes | None]:
+        """The generation and the variant in one round trip (one slot, one MGET)."""
+        gen, value = await self._guard.run("get", lambda: self._mget_list(key))
+        if value is None:
+            return ABSENT, None
+        if is_lease(value):
+            return LEASED, None
+        body = unstamp(value, gen)
+        return (ABSENT, None) if body is None else (FOUND, body)
+
+    # ----------------------------------------------------------------- common
+
+    async def _get(self, key: str) -> bytes | None:
+        return cast("bytes | None", await self._redis.get(key))
+
+    async def _mget_list(self, key: str) -> tuple[bytes | None, bytes | None]:
+        gen, value = await self._redis.mget(self._keys.products_generation(), key)
+        return cast("bytes | None", gen), cast("bytes | None", value)
+
+    async def _load_holding(self, key: str, token: bytes, load: Callable[[], Awaitable[T]]) -> T:
+        """Load while holding the lease; give the lease back if the load fails."""
+        try:
+            body = await load()
+        except BaseException:
+            try:
+                await asyncio.shield(self._guard.run(
+                    "release", lambda: self._release(keys=[key], args=[token])))
+            except (RedisUnavailable, asyncio.CancelledError):
+                pass
+            raise
+        if self._after_select is not None:
+            await self._after_select(key)
+        return body
+
+    async def _store(self, entity: str, cas: Callable[[], Awaitable[Any]]) -> None:
+        try:
+            stored = await self._guard.run("store", cas)
+        except RedisUnavailable:
+            CACHE_FILLS.labels(entity, "uncached").inc()
+            return
+        # A lost compare-and-set: an invalidation replaced or removed our lease
+        # after the SELECT, so what we read may be stale; answer it, never store it.
+        CACHE_FILLS.labels(entity, "stored" if stored == 1 else "stale_prevented").inc()
+
+    async def _wait(self, entity: str, key: str, load: Callable[[], Awaitable[Any]],
+                    read: Callable[[str], Awaitable[tuple[str, bytes | None]]]) -> Answer:
+        """Another process holds the lease: poll for its value, bounded, then read MySQL
+        without storing (we hold no lease; storing could put back a stale row)."""
+        deadline = time.monotonic() + self._wait_s
+        delay = _POLL_FIRST_S
+        while (remaining := deadline - time.monotonic()) > 0:
+            await asyncio.sleep(min(delay, remaining))
+            delay = min(delay * 2, _POLL_MAX_S)
+            try:
+                state, body = await read(key)
+            except RedisUnavailable:
+                return Answer(await load(), BYPASS)
+            if state == FOUND:
+                CACHE_FILLS.labels(entity, "waited").inc()
+                return Answer(body, MISS)
+            if state == ABSENT:  # the lease was invalidated: its value will not come
+                break
+        CACHE_FILLS.labels(entity, "uncached").inc()
+        return Answer(await load(), MISS)
+
+    async def _shared(self, flight: Hashable, make: Callable[[], Awaitable[T]]) -> T:
+        """Single-flight: one run of ``make`` per key at a time; a caller's cancellation
+        (client gone) does not cancel the run the others wait for."""
+        task = self._flights.get(flight)
+        if task is None:
+            task = asyncio.ensure_future(make())
+            self._flights[flight] = task
+            task.add_done_callback(lambda done: self._landed(flight, done))
+        result: T = await asyncio.shield(task)
+        return result
+
+    def _landed(self, flight: Hashable, task: asyncio.Future[Any]) -> None:
+        if self._flights.get(flight) is task:
+            del self._flights[flight]
+        if not task.cancelled():
+            task.exception()  # retrieved: every waiter may have gone
+
+
+def _token() -> bytes:
+    return keyspace.LEASE + secrets.token_hex(16).encode()
+
+
+def _count(entity: str, answer: Answer, started: float) -> None:
+    result = answer.source.lower()
+    CACHE_LOOKUPS.labels(entity, result).inc()
+    CACHE_LOOKUP_SECONDS.labels(entity, result).observe(time.perf_counter() - started)

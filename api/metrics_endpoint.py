@@ -1,0 +1,108 @@
+"""GET /metrics and the figures /cache/stats reads, summed over workers in multiprocess mode.
+
+With PROMETHEUS_MULTIPROC_DIR set (``python -m api --workers N`` sets it) every
+worker writes its values to files there; a scrape of any worker reads them all
+through a MultiProcessCollector.  Counter files of dead workers are kept (their
+counts happened); live-gauge files of dead pids are removed, or a crashed
+worker's in-flight fills would be counted forever.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+
+from prometheus_client import REGISTRY, CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import multiprocess
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from metrics.api import HTTP_REQUEST_SECONDS, HTTP_REQUESTS
+
+_LIVE_GAUGE_FILE = re.compile(r"^gauge_live[a-z]+_(\d+)\.db$")
+
+
+def multiproc_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def forget_dead_workers(path: str) -> list[int]:
+    """Remove the live-gauge files of pids that no longer run; returns those pids."""
+    dead: set[int] = set()
+    for entry in Path(path).iterdir():
+        match = _LIVE_GAUGE_FILE.match(entry.name)
+        if match and not _pid_alive(int(match.group(1))):
+            dead.add(int(match.group(1)))
+    for pid in dead:
+        multiprocess.mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
+    return sorted(dead)
+
+
+def registry() -> CollectorRegistry:
+    path = multiproc_dir()
+    if path is None:
+        return REGISTRY
+    forget_dead_workers(path)
+    collected = CollectorRegistry()
+    multiprocess.MultiProcessCollector(collected, path=path)  # type: ignore[no-untyped-call]
+    return collected
+
+
+def lookup_totals() -> dict[str, float]:
+    """cachetail_cache_lookups_total summed by result over entities (and workers)."""
+    totals = {"hit": 0.0, "miss": 0.0, "bypass": 0.0}
+    for family in registry().collect():
+        if family.name != "cachetail_cache_lookups":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_total") and sample.labels.get("result") in totals:
+                totals[sample.labels["result"]] += sample.value
+    return totals
+
+
+async def metrics(request: Request) -> Response:
+    return Response(generate_latest(registry()), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+class HttpMetrics:
+    """Counts every request by route template (never the raw path: bounded labels)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            method = scope["method"] if scope["method"] in _METHODS else "other"
+            HTTP_REQUESTS.labels(route, method, str(status)).inc()
+            HTTP_REQUEST_SECONDS.labels(route, method).observe(time.perf_counter() - started)
+
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})

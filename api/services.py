@@ -1,0 +1,43 @@
+"""What the lifespan builds and every handler uses: pools, the cache, the settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from redis.asyncio import Redis
+from starlette.requests import Request
+
+from api.cache import AfterSelect, Cache
+from api.db import Database
+from api.redisconn import Breaker, Guard, build_client
+from api.settings import ApiSettings
+from cachetail.keyspace import Keyspace
+
+
+@dataclass
+class Services:
+    settings: ApiSettings = field(repr=False)
+    keys: Keyspace
+    db: Database
+    redis: Redis
+    guard: Guard
+    cache: Cache
+
+    @classmethod
+    def build(cls, settings: ApiSettings, after_select: AfterSelect | None = None) -> Services:
+        keys = Keyspace.from_cache_settings(settings.cache)
+        db = Database(settings.mysql, settings.db_pool_size)
+        client = build_client(settings.redis)
+        guard = Guard(Breaker(settings.redis_breaker_s))
+        cache = Cache(client, guard, keys, settings.cache, after_select=after_select)
+        return cls(settings, keys, db, client, guard, cache)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+        await self.redis.connection_pool.disconnect()
+        self.db.close()
+
+
+def services(request: Request) -> Services:
+    found: Services = request.app.state.services
+    return found

@@ -1,0 +1,123 @@
+"""The API as operators run it: `python -m api` (workers, metrics summed) and `uvicorn api.app:app`."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from api_support import api_process, free_port
+from api.metrics_endpoint import forget_dead_workers
+
+
+def _clean_env(**env: str) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items()
+            if not k.startswith(("DB_", "REDIS_", "CACHE_", "API_", "ADMIN_", "PROMETHEUS_"))}
+    return {**base, **env}
+
+
+def test_bad_configuration_is_one_line_and_exit_2(stack, tmp_path: Path) -> None:
+    env = _clean_env(**{**stack.api_env(), "DB_PORT": "abc"})
+    done = subprocess.run([sys.executable, "-m", "api"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "DB_PORT" in lines[0] and "'abc'" in lines[0]
+    assert "api-test-pw" not in done.stderr
+
+
+def test_uvicorn_app_reads_configuration_at_startup(stack, tmp_path: Path) -> None:
+    # Importing api.app needs no configuration at all...
+    imported = subprocess.run([sys.executable, "-c", "import api.app"], cwd=tmp_path,
+                              env=_clean_env(), capture_output=True, text=True, timeout=30)
+    assert imported.returncode == 0, imported.stderr
+    # ...and the server refuses to start, naming the variable, when it is missing.
+    (tmp_path / ".env").write_text("REDIS_PORT=70000\n")
+    env = _clean_env(**{k: v for k, v in stack.api_env().items() if k != "REDIS_PORT"})
+    done = subprocess.run([sys.executable, "-m", "uvicorn", "api.app:app", "--port",
+                           str(free_port())], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=30)
+    assert done.returncode != 0
+    assert "REDIS_PORT: expected an integer from 1 to 65535 (got '70000')" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def _samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
+    return [(s.labels, s.value) for family in text_string_to_metric_families(text)
+            for s in family.samples if s.name == name]
+
+
+def test_two_workers_metrics_add_up(stack, redis_client, tmp_path: Path) -> None:
+    metrics_dir = tmp_path / "prom-multiproc"
+    metrics_dir.mkdir()
+    (metrics_dir / "counter_999999999.db").write_bytes(b"stale from a previous run")
+    env = _clean_env(**stack.api_env(), PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
+    requests = 160
+    with api_process(env, tmp_path, "--workers", "2") as (url, proc):
+        assert not (metrics_dir / "counter_999999999.db").exists()  # cleaned at start
+
+        def fetch(i: int) -> tuple[int, str]:
+            # A fresh connection each time, so the kernel spreads them over the workers.
+            with httpx.Client(base_url=url, timeout=10) as client:
+                response = client.get(f"/user/{1 + i % 40}")
+                return response.status_code, response.headers["x-cache"]
+
+        with ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(fetch, range(requests)))
+        text = httpx.get(url + "/metrics", timeout=10).text
+        stats = httpx.get(url + "/cache/stats", timeout=10).json()
+        pids = {m.group(1) for f in metrics_dir.iterdir()
+                if (m := re.match(r"counter_(\d+)\.db$", f.name))}
+    assert {status for status, _ in answers} == {200}
+    served = sum(v for labels, v in _samples(text, "cachetail_http_requests_total")
+                 if labels["route"] == "/user/{user_id}")
+    lookups = sum(v for labels, v in _samples(text, "cachetail_cache_lookups_total")
+                  if labels["entity"] == "user")
+    assert served == requests and lookups == requests
+    assert stats["hits"] + stats["misses"] == requests
+    assert stats["hits"] == sum(1 for _, x in answers if x == "HIT")
+    assert len(pids) == 2, pids  # both workers wrote counters, and the sums include both
+
+
+def test_live_gauge_files_of_dead_workers_are_forgotten(tmp_path: Path) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    live = os.getpid()
+    for name in (f"gauge_livesum_{dead.pid}.db", f"gauge_livesum_{live}.db",
+                 f"counter_{dead.pid}.db"):
+        (tmp_path / name).write_bytes(b"")
+    assert forget_dead_workers(str(tmp_path)) == [dead.pid]
+    left = sorted(f.name for f in tmp_path.iterdir())
+    assert left == sorted([f"counter_{dead.pid}.db", f"gauge_livesum_{live}.db"])
+
+
+def test_uvicorn_app_serves_with_a_dotenv(stack, redis_client, tmp_path: Path) -> None:
+    """The lab's way to run it: `uvicorn api.app:app`, configuration in ./.env."""
+    port = free_port()
+    (tmp_path / ".env").write_text("".join(f"{k}={v}\n" for k, v in stack.api_env().items()))
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "api.app:app", "--port", str(port)],
+                            cwd=tmp_path, env=_clean_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(200):
+            try:
+                first = httpx.get(url + "/user/12", timeout=5)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None, "uvicorn exited"
+                time.sleep(0.05)
+        second = httpx.get(url + "/user/12", timeout=5)
+    finally:
+        proc.terminate()
+        proc.wait(15)
+    assert (first.status_code, first.headers["x-cache"]) == (200, "MISS")
+    assert (second.headers["x-cache"], second.content) == ("HIT", first.content)
