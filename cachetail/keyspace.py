@@ -7,7 +7,7 @@ Keys (``ct`` is ``CACHE_KEY_PREFIX``; ``{...}`` is a Redis Cluster hash tag so
 every multi-key script touches one slot)::
 
     ct:{u:42}            one user: its JSON object, a negative entry or a lease
-    ct:{p}:gen           generation of the product lists (an integer, INCR'd)
+    ct:{p}:gen           generation of the product lists (an integer, bumped)
     ct:{p}:all           the list of every product
     ct:{p}:c:<category>  the list of one category (category percent-encoded)
     ct:invalidator:position  the invalidator's binlog position (JSON)
@@ -20,9 +20,13 @@ Value framing — the first byte tells a value from a control record:
     ``\\x02<gen>\\n``     a product list stamped with the generation it was read
                          under, followed by its JSON array
 
-Product lists are invalidated by ``INCR gen``: O(1) for any number of variants,
-no SCAN or KEYS.  A reader fetches the generation and the variant in one MGET
-(same slot) and treats a stamp that differs from the generation as a miss.
+Product lists are invalidated by bumping ``gen``: O(1) for any number of
+variants, no SCAN or KEYS.  A reader fetches the generation and the variant in
+one MGET (same slot) and treats a stamp that differs from the generation, or a
+missing generation, as a miss.  A missing generation (evicted, cleared) is
+re-created from the server clock in microseconds, never from 0 or 1, so it
+starts above every generation handed out before and an old stamp can never
+match again.
 """
 
 from __future__ import annotations
@@ -148,7 +152,7 @@ def unstamp(value: bytes, generation: bytes | None) -> bytes | None:
     if not value.startswith(STAMPED):
         return None
     end = value.find(b"\n")
-    if value[1:end] != (generation or b"0"):
+    if generation is None or value[1:end] != generation:
         return None
     return value[end + 1:]
 
@@ -177,8 +181,17 @@ return 0
 # live lease.  KEYS[1]=gen  KEYS[2]=variant  ARGV[1]=token  ARGV[2]=lease ms
 # Returns {state, payload}: state 1 = lease taken (payload = generation),
 # 2 = fresh value (payload = value), 0 = someone else's lease.
-PRODUCTS_LEASE = """
-local gen = redis.call('GET', KEYS[1]) or '0'
+_NEW_GENERATION = """
+local function new_generation()
+  local t = redis.call('TIME')
+  local g = string.format('%.0f', tonumber(t[1]) * 1000000 + tonumber(t[2]))
+  redis.call('SET', KEYS[1], g)
+  return g
+end
+"""
+
+PRODUCTS_LEASE = _NEW_GENERATION + """
+local gen = redis.call('GET', KEYS[1]) or new_generation()
 local v = redis.call('GET', KEYS[2])
 if v then
   local b = string.byte(v, 1)
@@ -197,7 +210,7 @@ return {1, gen}
 # KEYS[1]=gen KEYS[2]=variant ARGV[1]=token ARGV[2]=generation ARGV[3]=value ARGV[4]=ttl s
 PRODUCTS_CAS_STORE = """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
-if (redis.call('GET', KEYS[1]) or '0') ~= ARGV[2] then
+if redis.call('GET', KEYS[1]) ~= ARGV[2] then
   redis.call('DEL', KEYS[2])
   return 0
 end
@@ -213,4 +226,12 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
 return 0
+"""
+
+# Invalidate every product list variant at once.  KEYS[1]=gen.  Returns the new
+# generation.  INCR alone would restart a deleted generation at 1, where an old
+# stamp could match again.
+PRODUCTS_BUMP = _NEW_GENERATION + """
+if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('INCR', KEYS[1]) end
+return tonumber(new_generation())
 """

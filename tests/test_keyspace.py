@@ -1,0 +1,55 @@
+"""The keyspace: key names, value framing, the serializer and the generation scripts."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+
+import redis
+
+from cachetail import keyspace
+from cachetail.keyspace import Keyspace
+
+KEYS = Keyspace()
+
+
+def test_keys_share_a_hash_slot_where_scripts_need_it() -> None:
+    assert KEYS.user(42) == "ct:{u:42}"
+    gen, variant = KEYS.products_generation(), KEYS.products("home & garden/x")
+    assert variant == "ct:{p}:c:home%20%26%20garden%2Fx"
+    assert gen.split("{")[1].split("}")[0] == variant.split("{")[1].split("}")[0] == "p"
+    assert KEYS.products() != KEYS.products("all")
+
+
+def test_serializer_is_compact_utc_and_keeps_decimals_exact() -> None:
+    row = {"id": 7, "name": "Kettle", "description": None, "price": decimal.Decimal("10.10"),
+           "stock": 3, "category": "home", "created_at": dt.datetime(2024, 1, 1, 1, 0),
+           "updated_at": dt.datetime(2024, 1, 1, 3, 0, tzinfo=dt.timezone(dt.timedelta(hours=2)))}
+    assert keyspace.serialize_products([row]) == (
+        b'[{"id":7,"name":"Kettle","description":null,"price":"10.10","stock":3,'
+        b'"category":"home","created_at":"2024-01-01T01:00:00Z","updated_at":"2024-01-01T01:00:00Z"}]')
+
+
+def test_control_records_differ_from_values_at_the_first_byte() -> None:
+    assert keyspace.is_lease(keyspace.LEASE + b"abc") and not keyspace.is_lease(b'{"id":1}')
+    assert keyspace.is_negative(keyspace.NEGATIVE) and not keyspace.is_negative(b"[]")
+    stamped = keyspace.stamp(12, b"[]")
+    assert keyspace.unstamp(stamped, b"12") == b"[]"
+    assert keyspace.unstamp(stamped, b"13") is None
+    assert keyspace.unstamp(stamped, None) is None  # generation gone: never a hit
+
+
+def test_a_lost_generation_never_revives_an_old_stamp(redis_client: redis.Redis) -> None:
+    bump = redis_client.register_script(keyspace.PRODUCTS_BUMP)
+    lease = redis_client.register_script(keyspace.PRODUCTS_LEASE)
+    gen_key, variant = KEYS.products_generation(), KEYS.products()
+    state, first = lease(keys=[gen_key, variant], args=[keyspace.LEASE + b"t1", 1000])
+    assert state == 1 and int(first) > 10**15  # from the server clock, not 0
+    redis_client.set(variant, keyspace.stamp(int(first), b"[old]"))
+    assert bump(keys=[gen_key]) == int(first) + 1
+    redis_client.delete(gen_key)  # evicted or cleared
+    # A bump or a new lease re-creates the generation above every earlier one.
+    state, again = lease(keys=[gen_key, variant], args=[keyspace.LEASE + b"t2", 1000])
+    assert state == 1 and int(again) > int(first) + 1
+    redis_client.delete(gen_key)
+    assert bump(keys=[gen_key]) > int(again)
