@@ -9,6 +9,7 @@ process share one fill (single-flight), so N cold readers cost one SELECT.
 from __future__ import annotations
 
 import asyncio
+import functools
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Hashable
@@ -223,6 +224,13 @@ def _token() -> bytes:
 
 
 def _count(entity: str, answer: Answer, started: float) -> None:
-    result = answer.source.lower()
-    CACHE_LOOKUPS.labels(entity, result).inc()
-    CACHE_LOOKUP_SECONDS.labels(entity, result).observe(time.perf_counter() - started)
+    counter, histogram = _lookup_children(entity, answer.source)
+    counter.inc()
+    histogram.observe(time.perf_counter() - started)
+
+
+@functools.lru_cache(maxsize=None)
+def _lookup_children(entity: str, source: str) -> tuple[Any, Any]:
+    # Resolved once per (entity, result): labels() costs a lock and a key per call.
+    result = source.lower()
+    return CACHE_LOOKUPS.labels(entity, result), CACHE_LOOKUP_SECONDS.labels(entity, result)

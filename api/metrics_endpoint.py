@@ -9,10 +9,12 @@ worker's in-flight fills would be counted forever.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import REGISTRY, CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client import multiprocess
@@ -101,8 +103,16 @@ class HttpMetrics:
         finally:
             route = getattr(scope.get("route"), "path", None) or "unmatched"
             method = scope["method"] if scope["method"] in _METHODS else "other"
-            HTTP_REQUESTS.labels(route, method, str(status)).inc()
-            HTTP_REQUEST_SECONDS.labels(route, method).observe(time.perf_counter() - started)
+            counter, histogram = _children(route, method, status)
+            counter.inc()
+            histogram.observe(time.perf_counter() - started)
+
+
+@functools.lru_cache(maxsize=1024)
+def _children(route: str, method: str, status: int) -> tuple[Any, Any]:
+    # labels() takes a lock and builds its key on every call; the label sets are
+    # few and bounded, so resolve each once (a measurable share of a cache hit).
+    return HTTP_REQUESTS.labels(route, method, str(status)), HTTP_REQUEST_SECONDS.labels(route, method)
 
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
