@@ -111,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         servers = start_servers(env, state)
         py = sys.executable
+        names = ["invalidator", "api"]
         children.append(subprocess.Popen([py, "-m", "invalidator"], env=invalidator_env(env, state)))
         children.append(subprocess.Popen(
             [py, "-m", "api", "--host", "127.0.0.1", "--port", str(args.port),
@@ -118,8 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cachetail is up: http://127.0.0.1:{args.port}/docs  (Ctrl-C stops everything)", flush=True)
         while all(c.poll() is None for c in children):
             time.sleep(0.5)
-        failed = next(c for c in children if c.poll() is not None)
-        print(f"{failed.args[2]} exited with {failed.returncode}; stopping", file=sys.stderr)
+        name, failed = next((n, c) for n, c in zip(names, children) if c.poll() is not None)
+        print(f"make run: the {name} exited with {failed.returncode}; stopping", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("\nstopping", flush=True)

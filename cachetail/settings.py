@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Callable, TypeAlias, TypeVar
 
 T = TypeVar("T")
 
@@ -64,13 +64,21 @@ def load_environment(env_file: str | os.PathLike[str] | None = ".env") -> dict[s
     return merged
 
 
+# Reader's methods are named after the types they return, which shadows those
+# names inside its body; the annotations there use these aliases.
+_Str: TypeAlias = str
+_Bool: TypeAlias = bool
+_Int: TypeAlias = int
+_Float: TypeAlias = float
+
+
 class Reader:
     """Typed, named access to a mapping of strings; every error names its variable."""
 
-    def __init__(self, env: Mapping[str, str]) -> None:
+    def __init__(self, env: Mapping[_Str, _Str]) -> None:
         self._env = env
 
-    def _raw(self, name: str, default: str | None) -> str:
+    def _raw(self, name: _Str, default: _Str | None) -> _Str:
         value = self._env.get(name)
         if value is None or value.strip() == "":
             if default is None:
@@ -78,13 +86,13 @@ class Reader:
             return default
         return value.strip()
 
-    def str(self, name: str, default: str | None = None, *, max_len: int = 255) -> str:
+    def str(self, name: _Str, default: _Str | None = None, *, max_len: _Int = 255) -> _Str:
         value = self._raw(name, default)
         if len(value) > max_len or any(ord(c) < 32 for c in value):
             raise SettingsError(name, f"printable text of at most {max_len} characters")
         return value
 
-    def secret(self, name: str, default: str | None = "") -> Secret:
+    def secret(self, name: _Str, default: _Str | None = "") -> Secret:
         value = self._env.get(name)
         if value is None or value == "":
             if default is None:
@@ -94,7 +102,7 @@ class Reader:
             raise SettingsError(name, "a single-line secret")
         return Secret(value)
 
-    def int(self, name: str, default: int | None = None, *, lo: int, hi: int) -> int:
+    def int(self, name: _Str, default: _Int | None = None, *, lo: _Int, hi: _Int) -> _Int:
         raw = self._raw(name, None if default is None else str(default))
         try:
             value = int(raw, 10)
@@ -104,7 +112,7 @@ class Reader:
             raise SettingsError(name, f"an integer from {lo} to {hi}", raw)
         return value
 
-    def float(self, name: str, default: float | None = None, *, lo: float, hi: float) -> float:
+    def float(self, name: _Str, default: _Float | None = None, *, lo: _Float, hi: _Float) -> _Float:
         raw = self._raw(name, None if default is None else repr(default))
         try:
             value = float(raw)
@@ -114,7 +122,7 @@ class Reader:
             raise SettingsError(name, f"a number from {lo} to {hi}", raw)
         return value
 
-    def bool(self, name: str, default: bool) -> bool:
+    def bool(self, name: _Str, default: _Bool) -> _Bool:
         raw = self._raw(name, "true" if default else "false").lower()
         if raw in ("1", "true", "yes", "on"):
             return True
@@ -122,13 +130,13 @@ class Reader:
             return False
         raise SettingsError(name, "true or false", raw)
 
-    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+    def choice(self, name: _Str, default: _Str, choices: tuple[_Str, ...]) -> _Str:
         raw = self._raw(name, default).lower()
         if raw not in choices:
             raise SettingsError(name, "one of " + ", ".join(choices), raw)
         return raw
 
-    def path(self, name: str, *, must_exist: bool = True) -> str | None:
+    def path(self, name: _Str, *, must_exist: _Bool = True) -> _Str | None:
         raw = self._env.get(name, "").strip()
         if not raw:
             return None
@@ -136,7 +144,7 @@ class Reader:
             raise SettingsError(name, "the path of a readable file", raw)
         return raw
 
-    def parsed(self, name: str, default: str, parse: Callable[[str], T], expected: str) -> T:
+    def parsed(self, name: _Str, default: _Str, parse: Callable[[_Str], T], expected: _Str) -> T:
         raw = self._raw(name, default)
         try:
             return parse(raw)
