@@ -71,6 +71,29 @@ def _wait(predicate: Any, timeout_s: float, what: str, proc: subprocess.Popen[by
     raise DevStackError(f"{what} did not come up within {timeout_s:.0f} s (log: {log})")
 
 
+def stop_stale(pidfile: Path, timeout_s: float = 30) -> bool:
+    """Stop a server a crashed earlier run left behind (its pid file names it)."""
+    try:
+        pid = int(Path(pidfile).read_text().split()[0])
+        # Only a server of this folder: the pid may since belong to anything else.
+        # (redis-server rewrites its title but works in its folder, as mariadbd does).
+        folder = str(Path(pidfile).resolve().parent)
+        if not os.readlink(f"/proc/{pid}/cwd").startswith(folder):
+            return False
+        os.kill(pid, signal.SIGTERM)
+    except (OSError, ValueError, IndexError):
+        return False
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.readlink(f"/proc/{pid}/cwd")  # gone, or a zombie: done
+        except OSError:
+            return True
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
+    return True
+
+
 class _Server:
     proc: subprocess.Popen[bytes] | None = None
     host = "127.0.0.1"
@@ -122,6 +145,7 @@ class RedisServer(_Server):
     def __init__(self, base_dir: Path, port: int | None = None, password: str | None = None) -> None:
         super().__init__(base_dir, port)
         self.password = password
+        self.pidfile = self.base_dir / "redis.pid"
 
     def start(self, timeout_s: float = 15) -> None:
         log = self.base_dir / "redis.log"
@@ -129,6 +153,7 @@ class RedisServer(_Server):
             find_binary("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1",
             "--save", "", "--appendonly", "no", "--dir", str(self.base_dir),
             "--logfile", str(log), "--daemonize", "no",
+            "--pidfile", str(self.pidfile),
         ]
         if self.password:
             args += ["--requirepass", self.password]
@@ -158,6 +183,7 @@ class MariaDB(_Server):
         self.extra_args = tuple(extra_args)
         self.datadir = self.base_dir / "data"
         self.socket = self.base_dir / "mysqld.sock"
+        self.pidfile = self.base_dir / "mariadb.pid"
 
     def _common_args(self) -> list[str]:
         args = ["--no-defaults", f"--datadir={self.datadir}", "--innodb-buffer-pool-size=64M",
@@ -183,7 +209,7 @@ class MariaDB(_Server):
         args = [
             find_binary("mariadbd", "mysqld"), *self._common_args(),
             f"--port={self.port}", "--bind-address=127.0.0.1", f"--socket={self.socket}",
-            f"--pid-file={self.base_dir / 'mariadb.pid'}", f"--log-error={log}",
+            f"--pid-file={self.pidfile}", f"--log-error={log}",
             f"--server-id={self.server_id}", "--skip-name-resolve",
             "--character-set-server=utf8mb4", "--collation-server=utf8mb4_unicode_ci",
             *BINLOG_ARGS, *self.extra_args,

@@ -18,7 +18,9 @@ import sys
 import time
 from pathlib import Path
 
-from cachetail.devstack import ROOT, DevStackError, MariaDB, RedisServer, load_schema, port_in_use
+from cachetail.devstack import (
+    ROOT, DevStackError, MariaDB, RedisServer, load_schema, port_in_use, stop_stale,
+)
 from cachetail.settings import load_environment
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -60,6 +62,8 @@ def start_servers(env: dict[str, str], state: Path) -> list[MariaDB | RedisServe
     started: list[MariaDB | RedisServer] = []
     if env.get("DB_HOST", "127.0.0.1") in LOCAL_HOSTS:
         port = int(env.get("DB_PORT", DEFAULT_DB_PORT))
+        if stop_stale(state / "mariadb" / "mariadb.pid"):
+            print("stopped the MariaDB an earlier make run left running", flush=True)
         if port_in_use(port):
             raise DevStackError(f"port {port} (DB_PORT) is already in use; stop what holds it or change DB_PORT in .env")
         db = MariaDB(state / "mariadb", port=port, server_id=1)
@@ -73,6 +77,8 @@ def start_servers(env: dict[str, str], state: Path) -> list[MariaDB | RedisServe
             marker.touch()
     if env.get("REDIS_HOST", "127.0.0.1") in LOCAL_HOSTS:
         port = int(env.get("REDIS_PORT", DEFAULT_REDIS_PORT))
+        if stop_stale(state / "redis" / "redis.pid"):
+            print("stopped the Redis an earlier make run left running", flush=True)
         if port_in_use(port):
             raise DevStackError(f"port {port} (REDIS_PORT) is already in use; stop what holds it or change REDIS_PORT in .env")
         cache = RedisServer(state / "redis", port=port, password=env.get("REDIS_PASSWORD") or None)
@@ -98,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     os.chdir(ROOT)
+    # SIGTERM (kill, a closed terminal's supervisor) stops everything as Ctrl-C does.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     env_path = ROOT / ".env"
     if not env_path.exists():
         write_env(env_path)
