@@ -17,7 +17,7 @@ transaction's deletes.  Why:
   the worker replays or fully invalidates.  A position in a local file would
   stay ahead and leave stale values for their whole TTL.
 - A standby on another host finds it.
-- Its cost: a flush of the prefix (``/cache/clear``, FLUSHDB) loses it, and the
+- Its cost: a FLUSHDB or FLUSHALL (``/cache/clear`` keeps it) loses it, and the
   next start does a full invalidation of the (already empty) keyspace - which
   is correct anyway.  On Redis Cluster a MULTI/EXEC cannot span slots; there
   the file store (or a per-slot split) would be needed.
