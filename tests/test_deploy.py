@@ -331,7 +331,7 @@ def test_every_alert_is_documented_and_tested_both_ways() -> None:
             (fires if check["exp_alerts"] else quiet).add(check["alertname"])
     assert names - fires == set(), "alerts without a case that fires"
     assert names - quiet == set(), "alerts without a case that must not fire"
-    readme = (DEPLOY / "README-operate.md").read_text()
+    readme = (DEPLOY.parent / "README.md").read_text()
     assert [n for n in names if n not in readme] == [], "alerts missing from the operator's README"
 
 
