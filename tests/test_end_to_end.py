@@ -1,0 +1,120 @@
+"""The real API and the real invalidator together: what a user of the lab would check.
+
+The API runs in-process (its fill seam lets a test put a commit at an exact
+point), the invalidator as ``python -m invalidator``; both on the shared
+MariaDB (binlog on) and Redis, with a key prefix of their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+import redis
+
+from api_support import anyio_backend, running  # noqa: F401
+from conftest import Stack
+from invalidator_support import wait_for, workers  # noqa: F401
+
+pytestmark = pytest.mark.anyio
+
+
+async def eventually(read, expect, timeout_s: float = 5.0):  # type: ignore[no-untyped-def]
+    """Poll ``read()`` until ``expect(result)``; the last result either way."""
+    deadline = time.monotonic() + timeout_s
+    result = await read()
+    while not expect(result) and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+        result = await read()
+    return result
+
+
+async def test_changes_reach_readers_through_the_api(stack: Stack, db, redis_client, workers) -> None:
+    worker = workers(stack.invalidator_env())
+    async with running(stack.api_env(), CACHE_KEY_PREFIX=worker.prefix) as (_, client):
+        with db.cursor() as cur:
+            # A cached row, then an UPDATE: the next read has the new row.
+            first = await client.get("/user/321")
+            assert (await client.get("/user/321")).headers["x-cache"] == "HIT"
+            cur.execute("UPDATE users SET full_name = 'Changed In SQL' WHERE id = 321")
+            after = await eventually(lambda: client.get("/user/321"),
+                                     lambda r: r.json()["full_name"] == "Changed In SQL")
+            assert after.json()["full_name"] == "Changed In SQL" != first.json()["full_name"]
+
+            # DELETE -> 404, then INSERT of that id after the 404 was cached -> 200.
+            cur.execute("INSERT INTO users (username, email, full_name) VALUES ('e2e', 'e@x', 'E')")
+            new_id = cur.lastrowid
+            assert (await client.get(f"/user/{new_id}")).status_code == 200
+            cur.execute("DELETE FROM users WHERE id = %s", (new_id,))
+            gone = await eventually(lambda: client.get(f"/user/{new_id}"), lambda r: r.status_code == 404)
+            assert gone.status_code == 404
+            assert (await client.get(f"/user/{new_id}")).headers["x-cache"] == "HIT"  # a cached 404
+            cur.execute("INSERT INTO users (id, username, email, full_name) VALUES (%s, 'e2e', 'e@x', 'Back')",
+                        (new_id,))
+            back = await eventually(lambda: client.get(f"/user/{new_id}"), lambda r: r.status_code == 200)
+            assert back.json()["full_name"] == "Back"
+            cur.execute("DELETE FROM users WHERE id = %s", (new_id,))
+
+            # A product change reaches every cached list variant.
+            variants = ["/products", "/products?category=books", "/products?category=toys"]
+            for path in variants:
+                await client.get(path)
+                assert (await client.get(path)).headers["x-cache"] == "HIT"
+            cur.execute("SELECT id, category FROM products WHERE category = 'books' ORDER BY id LIMIT 1")
+            book_id, _ = cur.fetchone()
+            cur.execute("UPDATE products SET price = 12345.67 WHERE id = %s", (book_id,))
+
+            def has_new_price(r) -> bool:  # type: ignore[no-untyped-def]
+                return any(p["id"] == book_id and p["price"] == "12345.67" for p in r.json())
+
+            for path in variants[:2]:
+                fresh = await eventually(lambda: client.get(path), has_new_price)
+                assert has_new_price(fresh), path
+            toys = await client.get("/products?category=toys")
+            assert toys.headers["x-cache"] == "MISS"  # invalidated too, though no toy changed
+    assert worker.stop() == 0
+
+
+async def test_the_invalidators_delete_defeats_a_racing_fill(stack: Stack, db, redis_client,
+                                                             workers) -> None:
+    """A reader SELECTs the old row; the write commits and the real invalidator acts
+    before the fill stores: the stale row must not be stored."""
+    worker = workers(stack.invalidator_env())
+    key = worker.keyspace.user(654)
+    with db.cursor() as cur:
+        cur.execute("UPDATE users SET full_name = 'Old Name' WHERE id = 654")
+    # Let the worker apply that first change, so only the racing one is in flight.
+    wait_for(lambda: worker.metric("cachetail_invalidator_transactions_total") >= 1, what="first change")
+
+    async def write_and_let_the_invalidator_act(filled_key: str) -> None:
+        lease = redis_client.get(filled_key)
+        with db.cursor() as cur:
+            cur.execute("UPDATE users SET full_name = 'New Name' WHERE id = 654")
+        wait_for(lambda: redis_client.get(filled_key) != lease, what="the invalidator voided the lease")
+
+    async with running(stack.api_env(), CACHE_KEY_PREFIX=worker.prefix,
+                       after_select=write_and_let_the_invalidator_act) as (app, client):
+        racing = await client.get("/user/654")
+        assert racing.json()["full_name"] == "Old Name"  # true when it was read...
+        assert redis_client.get(key) is None  # ...and not stored over the newer row
+        app.state.services.cache._after_select = None
+        fresh = await client.get("/user/654")
+        assert (fresh.headers["x-cache"], fresh.json()["full_name"]) == ("MISS", "New Name")
+        assert (await client.get("/user/654")).headers["x-cache"] == "HIT"
+    assert worker.stop() == 0
+
+
+async def test_refresh_mode_serves_the_new_row_as_a_hit(stack: Stack, db, redis_client, workers) -> None:
+    worker = workers(stack.invalidator_env(), INVALIDATOR_MODE="refresh")
+    async with running(stack.api_env(), CACHE_KEY_PREFIX=worker.prefix) as (_, client):
+        await client.get("/user/777")
+        with db.cursor() as cur:
+            cur.execute("UPDATE users SET email = 'refreshed@example.com' WHERE id = 777")
+        fresh = await eventually(lambda: client.get("/user/777"),
+                                 lambda r: r.json()["email"] == "refreshed@example.com")
+        assert fresh.json()["email"] == "refreshed@example.com"
+        assert fresh.headers["x-cache"] == "HIT"  # the invalidator stored it: no miss at all
+        nocache = await client.get("/user/777/nocache")
+        assert nocache.content == fresh.content  # byte for byte what a cold read serves
+    assert worker.stop() == 0
