@@ -52,8 +52,6 @@ PROM = DEPLOY / "prometheus"
 DASHBOARD = DEPLOY / "grafana" / "cachetail.json"
 UNIT_NAMES = ("cachetail-api.service", "cachetail-invalidator.service")
 MAX_EXPOSURE = 2.0
-API_PRESENT = (ROOT / "api" / "__main__.py").is_file()
-INVALIDATOR_PRESENT = (ROOT / "invalidator" / "__main__.py").is_file()
 
 
 def tool(name: str, package: str) -> str:
@@ -446,31 +444,12 @@ def instantiate(expr: str, window: str) -> str:
 
 # ------------------------------------------------------- a real Prometheus server
 
-STANDIN = textwrap.dedent(
-    """
-    # Stands in for the API until api/ exists: the declared API metrics on
-    # /metrics, incremented by lines "<entity> <result>" on stdin.
-    import sys
-    from prometheus_client import start_http_server
-    from metrics.api import CACHE_LOOKUPS
-    start_http_server(int(sys.argv[1]), addr="127.0.0.1")
-    print("ready", flush=True)
-    for line in sys.stdin:
-        entity, result = line.split()
-        CACHE_LOOKUPS.labels(entity=entity, result=result).inc()
-        print("ok", flush=True)
-    """
-)
-
-
 @dataclass
 class Live:
     prom_url: str
     api_url: str
-    real_api: bool
-    invalidator_url: str | None
+    invalidator_url: str
     client: httpx.Client
-    standin: subprocess.Popen[str] | None = None
     seen: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def query(self, expr: str, at: float | None = None) -> list[dict[str, Any]]:
@@ -483,17 +462,10 @@ class Live:
 
     def lookup(self, entity: str, path_or_id: str) -> None:
         """One cached read; counts what the API said it was (X-Cache)."""
-        if self.real_api:
-            path = f"/user/{path_or_id}" if entity == "user" else f"/products{path_or_id}"
-            resp = self.client.get(self.api_url + path)
-            assert resp.status_code == 200, (path, resp.status_code, resp.text[:200])
-            result = resp.headers["X-Cache"].lower()
-        else:
-            result = path_or_id
-            assert self.standin is not None and self.standin.stdin and self.standin.stdout
-            self.standin.stdin.write(f"{entity} {result}\n")
-            self.standin.stdin.flush()
-            assert self.standin.stdout.readline().strip() == "ok"
+        path = f"/user/{path_or_id}" if entity == "user" else f"/products{path_or_id}"
+        resp = self.client.get(self.api_url + path)
+        assert resp.status_code == 200, (path, resp.status_code, resp.text[:200])
+        result = resp.headers["X-Cache"].lower()
         self.seen[(entity, result)] = self.seen.get((entity, result), 0) + 1
 
     def totals_scraped(self) -> bool:
@@ -523,34 +495,25 @@ def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     base_env = {k: v for k, v in os.environ.items()
                 if not k.startswith(("DB_", "REDIS_", "CACHE_", "API_", "INVALIDATOR_", "ADMIN_"))}
     try:
-        standin = None
-        if API_PRESENT:
-            stack = request.getfixturevalue("stack")
-            import redis as redis_lib
-            redis_lib.Redis(host=stack.redis.host, port=stack.redis.port).flushdb()
-            env = {**base_env, **stack.api_env(), "API_HOST": "127.0.0.1", "API_PORT": str(api_port)}
-            # cwd: an empty folder, so no .env of the checkout is read.
-            procs.append(subprocess.Popen([sys.executable, "-m", "api", "--host", "127.0.0.1",
-                                           "--port", str(api_port)], env=env, cwd=tmp,
-                                          stdout=logs["api"], stderr=subprocess.STDOUT))
-            if INVALIDATOR_PRESENT:
-                state = tmp / "state"
-                state.mkdir()
-                env = {**base_env, **stack.invalidator_env(), "INVALIDATOR_METRICS_PORT": str(inv_port),
-                       "INVALIDATOR_STATE_DIR": str(state)}
-                procs.append(subprocess.Popen([sys.executable, "-m", "invalidator"], env=env, cwd=tmp,
-                                              stdout=logs["invalidator"], stderr=subprocess.STDOUT))
-        else:
-            standin = subprocess.Popen([sys.executable, "-c", STANDIN, str(api_port)], cwd=ROOT,
-                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-            procs.append(standin)
-            assert standin.stdout and standin.stdout.readline().strip() == "ready"
+        stack = request.getfixturevalue("stack")
+        import redis as redis_lib
+        redis_lib.Redis(host=stack.redis.host, port=stack.redis.port).flushdb()
+        env = {**base_env, **stack.api_env(), "API_HOST": "127.0.0.1", "API_PORT": str(api_port)}
+        # cwd: an empty folder, so no .env of the checkout is read.
+        procs.append(subprocess.Popen([sys.executable, "-m", "api", "--host", "127.0.0.1",
+                                       "--port", str(api_port)], env=env, cwd=tmp,
+                                      stdout=logs["api"], stderr=subprocess.STDOUT))
+        state = tmp / "state"
+        state.mkdir()
+        env = {**base_env, **stack.invalidator_env(), "INVALIDATOR_METRICS_PORT": str(inv_port),
+               "INVALIDATOR_STATE_DIR": str(state)}
+        procs.append(subprocess.Popen([sys.executable, "-m", "invalidator"], env=env, cwd=tmp,
+                                      stdout=logs["invalidator"], stderr=subprocess.STDOUT))
         api_url = f"http://127.0.0.1:{api_port}"
-        inv_url = f"http://127.0.0.1:{inv_port}" if API_PRESENT and INVALIDATOR_PRESENT else None
-        scrape = [{"job_name": "cachetail-api", "static_configs": [{"targets": [f"127.0.0.1:{api_port}"]}]}]
-        if inv_url:
-            scrape.append({"job_name": "cachetail-invalidator",
-                           "static_configs": [{"targets": [f"127.0.0.1:{inv_port}"]}]})
+        inv_url = f"http://127.0.0.1:{inv_port}"
+        scrape = [{"job_name": "cachetail-api", "static_configs": [{"targets": [f"127.0.0.1:{api_port}"]}]},
+                  {"job_name": "cachetail-invalidator",
+                   "static_configs": [{"targets": [f"127.0.0.1:{inv_port}"]}]}]
         shutil.copy(PROM / "alerts.yml", tmp / "alerts.yml")
         (tmp / "prometheus.yml").write_text(yaml.safe_dump({
             "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
@@ -559,12 +522,11 @@ def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
             [prometheus, f"--config.file={tmp / 'prometheus.yml'}", f"--storage.tsdb.path={tmp / 'data'}",
              f"--web.listen-address=127.0.0.1:{prom_port}", "--log.level=warn"],
             cwd=tmp, stdout=logs["prometheus"], stderr=subprocess.STDOUT))
-        live = Live(f"http://127.0.0.1:{prom_port}", api_url, API_PRESENT, inv_url, client, standin)
+        live = Live(f"http://127.0.0.1:{prom_port}", api_url, inv_url, client)
         wait_for(lambda: client.get(f"{live.prom_url}/-/ready").status_code == 200, 20, "prometheus ready")
         wait_for(lambda: live.query('up{job="cachetail-api"} == 1'), 30, "the API scraped")
-        if inv_url:
-            wait_for(lambda: live.query('cachetail_invalidator_streaming{job="cachetail-invalidator"} == 1'),
-                     30, "the invalidator streaming, as scraped")
+        wait_for(lambda: live.query('cachetail_invalidator_streaming{job="cachetail-invalidator"} == 1'),
+                 30, "the invalidator streaming, as scraped")
         yield live
     finally:
         for proc in reversed(procs):
@@ -576,32 +538,22 @@ def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
 
 def test_prometheus_hit_ratio_matches_what_the_test_did(live: Live) -> None:
     # Round 1: creates the series (a counter's first sample is never counted by rate()).
-    if live.real_api:
-        for _ in range(2):
-            for uid in ("1", "2", "3"):
-                live.lookup("user", uid)
-            live.lookup("products", "")
-    else:
-        for entity, result in [("user", "miss")] * 3 + [("user", "hit")] * 3 + [("products", "miss"),
-                                                                                 ("products", "hit")]:
-            live.lookup(entity, result)
+    for _ in range(2):
+        for uid in ("1", "2", "3"):
+            live.lookup("user", uid)
+        live.lookup("products", "")
     wait_for(live.totals_scraped, 15, "round 1 scraped")
     t1 = time.time()
     before = dict(live.seen)
     time.sleep(2.5)
     # Round 2: what the rate() window will contain.
-    if live.real_api:
-        for _ in range(3):
-            for uid in ("1", "2", "3"):
-                live.lookup("user", uid)
-        live.lookup("user", "4")
-        live.lookup("user", "5")
-        live.lookup("products", "")
-        live.lookup("products", "?category=books")
-    else:
-        for entity, result in [("user", "hit")] * 9 + [("user", "miss")] * 2 + [("products", "hit"),
-                                                                                  ("products", "miss")]:
-            live.lookup(entity, result)
+    for _ in range(3):
+        for uid in ("1", "2", "3"):
+            live.lookup("user", uid)
+    live.lookup("user", "4")
+    live.lookup("user", "5")
+    live.lookup("products", "")
+    live.lookup("products", "?category=books")
     wait_for(live.totals_scraped, 15, "round 2 scraped")
     delta = {k: v - before.get(k, 0) for k, v in live.seen.items()}
     assert delta.get(("user", "hit"), 0) >= 9 and delta.get(("user", "miss"), 0) >= 2, delta
@@ -645,8 +597,7 @@ def test_prometheus_runs_every_dashboard_query_and_rule(live: Live) -> None:
 
 def test_promtool_check_metrics_on_live_output(live: Live) -> None:
     promtool = tool("promtool", "prometheus")
-    targets = [live.api_url] + ([live.invalidator_url] if live.invalidator_url else [])
-    for url in targets:
+    for url in (live.api_url, live.invalidator_url):
         text = live.client.get(f"{url}/metrics").text
         assert "cachetail_" in text
         result = run(promtool, "check", "metrics", input=text)
