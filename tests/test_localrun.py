@@ -29,8 +29,11 @@ def test_written_env_is_private_and_complete(tmp_path: Path) -> None:
 def test_a_left_over_server_is_stopped_but_a_stranger_is_not(tmp_path: Path) -> None:
     orphan = RedisServer(tmp_path / "redis")
     orphan.start()
-    assert stop_stale(orphan.pidfile)
-    assert orphan.proc is not None and orphan.proc.wait(10) == 0  # stopped cleanly
+    try:
+        assert stop_stale(orphan.pidfile)
+        assert orphan.proc is not None and orphan.proc.wait(10) == 0  # stopped cleanly
+    finally:
+        orphan.kill()  # a failed assertion must not leave a server behind
     stranger = subprocess.Popen(["sleep", "30"])
     try:
         fake = tmp_path / "elsewhere" / "redis.pid"
