@@ -37,7 +37,7 @@ if str(ROOT) not in sys.path:
 from bench import wrk  # noqa: E402
 from bench.promdiff import diff, parse  # noqa: E402
 from bench.scenarios import _burst  # noqa: E402
-from cachetail.devstack import MariaDB, RedisServer, free_port, load_schema  # noqa: E402
+from cachetail.devstack import MariaDB, RedisServer, free_port, load_schema, terminate  # noqa: E402
 from cachetail.settings import load_environment  # noqa: E402
 
 SELECTS = "cachetail_mysql_queries_total"
@@ -78,11 +78,7 @@ def server(cmd: list[str], env: dict[str, str], health: str, cwd: Path) -> Itera
             time.sleep(0.2)
         yield health
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        terminate(proc)
 
 
 def measure(args: argparse.Namespace, env: dict[str, str], work: Path) -> dict[str, Any]:

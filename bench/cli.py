@@ -15,7 +15,6 @@ Exit status: 0 done, 2 the stack could not be used (one line on stderr says why)
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import time
 from datetime import datetime, timezone

@@ -41,7 +41,6 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import pymysql  # noqa: E402
 import redis  # noqa: E402
 from pymysqlreplication import BinLogStreamReader  # noqa: E402
 from pymysqlreplication.event import XidEvent  # noqa: E402
@@ -49,7 +48,7 @@ from pymysqlreplication.row_event import (  # noqa: E402
     DeleteRowsEvent, RowsEvent, UpdateRowsEvent, WriteRowsEvent,
 )
 
-from cachetail.devstack import MariaDB, RedisServer, free_port, load_schema  # noqa: E402
+from cachetail.devstack import MariaDB, RedisServer, free_port, load_schema, terminate  # noqa: E402
 from cachetail.keyspace import Keyspace  # noqa: E402
 
 FAST_DB = ("--innodb-flush-log-at-trx-commit=2", "--sync-binlog=0", "--max-binlog-size=1G")
@@ -197,8 +196,7 @@ def latency(stack: Stack, rate: float, seconds: float, mode: str) -> None:
         print("    worker commit_to_applied (1 s binlog timestamps):",
               histogram_quantiles(text, "cachetail_invalidator_commit_to_applied_seconds"))
     finally:
-        proc.terminate()
-        proc.wait(15)
+        terminate(proc)
 
 
 # --------------------------------------------------------------- (b) throughput
@@ -323,8 +321,7 @@ def worker_catch_up(stack: Stack, begin: tuple[str, int], end: tuple[str, int], 
                 raise RuntimeError("worker exited; see its log")
             time.sleep(0.05)
     finally:
-        proc.terminate()
-        proc.wait(15)
+        terminate(proc)
 
 
 def throughput(stack: Stack, commits: int, profile: bool, mode: str) -> None:

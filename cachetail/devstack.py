@@ -71,6 +71,17 @@ def _wait(predicate: Any, timeout_s: float, what: str, proc: subprocess.Popen[by
     raise DevStackError(f"{what} did not come up within {timeout_s:.0f} s (log: {log})")
 
 
+def terminate(proc: subprocess.Popen[Any], timeout_s: float = 15) -> int:
+    """SIGTERM, wait up to ``timeout_s``, then SIGKILL: a child never outlives its owner."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return proc.wait()
+
+
 def stop_stale(pidfile: Path, timeout_s: float = 30) -> bool:
     """Stop a server a crashed earlier run left behind (its pid file names it)."""
     try:
@@ -109,14 +120,8 @@ class _Server:
 
     def stop(self, timeout_s: float = 30) -> None:
         """Clean shutdown (SIGTERM), waiting for the process to end."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        if self.proc is not None:
+            terminate(self.proc, timeout_s)
 
     def kill(self) -> None:
         """Crash it (SIGKILL): no shutdown work at all."""

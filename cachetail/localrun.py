@@ -58,14 +58,20 @@ DB_ADMIN_PASSWORD=
         f.write(text)
 
 
+def _claim_port(state: Path, name: str, variable: str, port: int) -> None:
+    """Stop what an earlier crashed run left there; fail clearly if anything else holds it."""
+    if stop_stale(state / name.lower() / f"{name.lower()}.pid"):
+        print(f"stopped the {name} an earlier make run left running", flush=True)
+    if port_in_use(port):
+        raise DevStackError(f"port {port} ({variable}) is already in use; "
+                            f"stop what holds it or change {variable} in .env")
+
+
 def start_servers(env: dict[str, str], state: Path) -> list[MariaDB | RedisServer]:
     started: list[MariaDB | RedisServer] = []
     if env.get("DB_HOST", "127.0.0.1") in LOCAL_HOSTS:
         port = int(env.get("DB_PORT", DEFAULT_DB_PORT))
-        if stop_stale(state / "mariadb" / "mariadb.pid"):
-            print("stopped the MariaDB an earlier make run left running", flush=True)
-        if port_in_use(port):
-            raise DevStackError(f"port {port} (DB_PORT) is already in use; stop what holds it or change DB_PORT in .env")
+        _claim_port(state, "MariaDB", "DB_PORT", port)
         db = MariaDB(state / "mariadb", port=port, server_id=1)
         print(f"starting MariaDB on 127.0.0.1:{port} (data in {db.datadir})", flush=True)
         db.start()
@@ -77,10 +83,7 @@ def start_servers(env: dict[str, str], state: Path) -> list[MariaDB | RedisServe
             marker.touch()
     if env.get("REDIS_HOST", "127.0.0.1") in LOCAL_HOSTS:
         port = int(env.get("REDIS_PORT", DEFAULT_REDIS_PORT))
-        if stop_stale(state / "redis" / "redis.pid"):
-            print("stopped the Redis an earlier make run left running", flush=True)
-        if port_in_use(port):
-            raise DevStackError(f"port {port} (REDIS_PORT) is already in use; stop what holds it or change REDIS_PORT in .env")
+        _claim_port(state, "Redis", "REDIS_PORT", port)
         cache = RedisServer(state / "redis", port=port, password=env.get("REDIS_PASSWORD") or None)
         print(f"starting Redis on 127.0.0.1:{port}", flush=True)
         cache.start()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from starlette.applications import Starlette
 from api.app import create_app
 from api.cache import AfterSelect
 from api.settings import ApiSettings
+from cachetail.devstack import free_port, terminate
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -76,12 +76,6 @@ def assert_json_error(response: httpx.Response, status: int | None = None) -> di
     return body
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
 def api_process(env: Mapping[str, str], cwd: Path, *args: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """``python -m api`` on a free port; yields its base URL once /health answers."""
@@ -107,9 +101,4 @@ def api_process(env: Mapping[str, str], cwd: Path, *args: str) -> Iterator[tuple
             time.sleep(0.1)
         yield url, proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(proc)

@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from api_support import api_process, free_port
 from api.metrics_endpoint import forget_dead_workers
+from cachetail.devstack import terminate
 
 
 def _clean_env(**env: str) -> dict[str, str]:
@@ -117,7 +118,6 @@ def test_uvicorn_app_serves_with_a_dotenv(stack, redis_client, tmp_path: Path) -
                 time.sleep(0.05)
         second = httpx.get(url + "/user/12", timeout=5)
     finally:
-        proc.terminate()
-        proc.wait(15)
+        terminate(proc)
     assert (first.status_code, first.headers["x-cache"]) == (200, "MISS")
     assert (second.headers["x-cache"], second.content) == ("HIT", first.content)

@@ -26,8 +26,6 @@ import os
 import platform
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -44,6 +42,7 @@ from prometheus_client.metrics import MetricWrapperBase
 
 import metrics.api
 import metrics.invalidator
+from cachetail.devstack import free_port, terminate
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -63,12 +62,6 @@ def tool(name: str, package: str) -> str:
 
 def run(*cmd: str | Path, timeout: float = 30, **kw: Any) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=timeout, **kw)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for(predicate: Any, timeout_s: float, what: str, interval: float = 0.1) -> Any:
@@ -474,16 +467,6 @@ class Live:
         return got == self.seen
 
 
-def stop(proc: subprocess.Popen[Any]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 @pytest.fixture(scope="module")
 def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     prometheus = tool("prometheus", "prometheus")
@@ -530,7 +513,7 @@ def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
         yield live
     finally:
         for proc in reversed(procs):
-            stop(proc)
+            terminate(proc, 10)
         client.close()
         for log in logs.values():
             log.close()

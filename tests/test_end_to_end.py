@@ -11,7 +11,6 @@ import asyncio
 import time
 
 import pytest
-import redis
 
 from api_support import anyio_backend, running  # noqa: F401
 from conftest import Stack
