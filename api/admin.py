@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import hmac
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
+from redis.asyncio import RedisCluster
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -18,18 +20,31 @@ from api.services import Services, services
 
 # Counting our keys walks the keyspace (SCAN), so it is capped: past either
 # limit /cache/stats reports a lower bound ("keys_complete": false).
-_COUNT_MAX_CALLS = 200
+_COUNT_MAX_KEYS = 200_000
 _COUNT_MAX_S = 0.5
 _SCAN_COUNT = 1000
 
 
-def _not_cache_entries(svc: Services) -> set[bytes]:
-    """Keys under our prefix that are state, not cached data: clearing them would do harm.
-    Deleting the products generation would restart it at 0, and a list stamped
-    with a number it climbs back to would be served as fresh; the invalidator's
-    position is what makes its restart exact."""
-    keys = svc.keys
-    return {keys.products_generation().encode(), keys.invalidator_position().encode()}
+async def _owned_keys(svc: Services) -> AsyncIterator[list[bytes]]:
+    """Our cached entries in batches, across every primary on a cluster (SCAN, never KEYS).
+
+    State under the prefix is skipped: deleting the products generation would
+    restart it, and the invalidator's position and lease make its restart exact.
+    """
+    found = svc.redis.scan_iter(match=svc.keys.owned_pattern(), count=_SCAN_COUNT)
+    batch: list[bytes] = []
+    while True:
+        try:
+            key = await svc.guard.run("scan", found.__anext__, probe=True)
+        except StopAsyncIteration:
+            break
+        if not svc.keys.is_state(key):
+            batch.append(key)
+        if len(batch) >= _SCAN_COUNT:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 async def cache_stats(request: Request) -> Response:
@@ -50,17 +65,17 @@ async def cache_stats(request: Request) -> Response:
 
 
 async def _redis_stats(svc: Services) -> dict[str, Any]:
-    info = await svc.guard.run("info", lambda: svc.redis.info("default"), probe=True)
-    count, complete = 0, True
-    cursor, calls, deadline = 0, 0, time.monotonic() + _COUNT_MAX_S
-    pattern, kept = svc.keys.owned_pattern(), _not_cache_entries(svc)
-    while True:
-        cursor, found = await svc.guard.run(
-            "scan", lambda: svc.redis.scan(cursor, match=pattern, count=_SCAN_COUNT), probe=True)
-        count, calls = count + sum(1 for key in found if key not in kept), calls + 1
-        if cursor == 0:
-            break
-        if calls >= _COUNT_MAX_CALLS or time.monotonic() > deadline:
+    if isinstance(svc.redis, RedisCluster):
+        per_node = await svc.guard.run("info", lambda: svc.redis.info(
+            "default", target_nodes=RedisCluster.PRIMARIES), probe=True)
+        info = {name: sum(node.get(name, 0) for node in per_node.values())
+                for name in ("keyspace_hits", "keyspace_misses", "used_memory")}
+    else:
+        info = await svc.guard.run("info", lambda: svc.redis.info("default"), probe=True)
+    count, complete, deadline = 0, True, time.monotonic() + _COUNT_MAX_S
+    async for batch in _owned_keys(svc):
+        count += len(batch)
+        if count >= _COUNT_MAX_KEYS or time.monotonic() > deadline:
             complete = False
             break
     return {
@@ -91,18 +106,9 @@ async def cache_clear(request: Request) -> Response:
     _authorize(request)
     svc = services(request)
     removed = 0
-    cursor = 0
-    pattern, kept = svc.keys.owned_pattern(), _not_cache_entries(svc)
     try:
-        while True:
-            cursor, found = await svc.guard.run(
-                "scan", lambda: svc.redis.scan(cursor, match=pattern, count=_SCAN_COUNT),
-                probe=True)
-            found = [key for key in found if key not in kept]
-            if found:
-                removed += await svc.guard.run("unlink", lambda: svc.redis.unlink(*found))
-            if cursor == 0:
-                break
+        async for batch in _owned_keys(svc):  # UNLINK is split by slot on a cluster
+            removed += await svc.guard.run("unlink", lambda: svc.redis.unlink(*batch))
     except RedisUnavailable as exc:
         raise ApiError(503, "redis_unavailable",
                        f"Redis failed ({exc.error_class}) after {removed} keys were removed",

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from api.redisconn import Guard, RedisUnavailable
 from cachetail import keyspace
@@ -45,7 +45,7 @@ class Answer:
 
 
 class Cache:
-    def __init__(self, client: Redis, guard: Guard, keys: Keyspace, settings: CacheSettings,
+    def __init__(self, client: Redis | RedisCluster, guard: Guard, keys: Keyspace, settings: CacheSettings,
                  *, after_select: AfterSelect | None = None) -> None:
         self._redis = client
         self._guard = guard

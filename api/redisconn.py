@@ -12,10 +12,11 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from redis.asyncio import BlockingConnectionPool, Connection, Redis, SSLConnection
+from redis.asyncio import BlockingConnectionPool, Connection, Redis, RedisCluster, SSLConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import MaxConnectionsError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -40,8 +41,22 @@ class RedisUnavailable(Exception):
         super().__init__(f"redis {operation}: {error_class}")
 
 
-def build_client(settings: RedisSettings) -> Redis:
-    """A client on a bounded pool: waiting for a connection is bounded by the socket timeout."""
+def build_client(settings: RedisSettings) -> Redis | RedisCluster:
+    """A client on a bounded pool: waiting for a connection is bounded by the socket timeout.
+
+    With ``REDIS_CLUSTER=1`` it is redis-py's cluster client: every key, script and
+    MGET of ours touches one hash slot, so nothing else changes.  It follows
+    MOVED/ASK and refreshes the slot map itself; a failed node costs a bounded
+    number of attempts, then the guard answers from MySQL.
+    """
+    if settings.cluster:
+        return RedisCluster(
+            ssl=settings.tls,
+            max_connections=settings.max_connections,  # per node
+            retry=Retry(NoBackoff(), 1),
+            cluster_error_retry_attempts=2,
+            **settings.client_kwargs(),  # type: ignore[arg-type]
+        )
     pool = BlockingConnectionPool(
         connection_class=SSLConnection if settings.tls else Connection,
         max_connections=settings.max_connections,
@@ -105,6 +120,7 @@ class Guard:
 
 
 def _is_outage(exc: BaseException) -> bool:
-    if isinstance(exc, RedisConnectionError) and str(exc) == _POOL_EXHAUSTED:
+    if isinstance(exc, MaxConnectionsError) or (
+            isinstance(exc, RedisConnectionError) and str(exc) == _POOL_EXHAUSTED):
         return False
     return isinstance(exc, (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError))

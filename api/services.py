@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from starlette.requests import Request
 
 from api.cache import AfterSelect, Cache
@@ -19,7 +19,7 @@ class Services:
     settings: ApiSettings = field(repr=False)
     keys: Keyspace
     db: Database
-    redis: Redis
+    redis: Redis | RedisCluster
     guard: Guard
     cache: Cache
 
@@ -34,7 +34,8 @@ class Services:
 
     async def close(self) -> None:
         await self.redis.aclose()
-        await self.redis.connection_pool.disconnect()
+        if isinstance(self.redis, Redis):
+            await self.redis.connection_pool.disconnect()
         self.db.close()
 
 

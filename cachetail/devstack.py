@@ -147,9 +147,11 @@ class _Server:
 class RedisServer(_Server):
     """``redis-server`` on 127.0.0.1:port, nothing saved to disk."""
 
-    def __init__(self, base_dir: Path, port: int | None = None, password: str | None = None) -> None:
+    def __init__(self, base_dir: Path, port: int | None = None, password: str | None = None,
+                 extra_args: Sequence[str] = ()) -> None:
         super().__init__(base_dir, port)
         self.password = password
+        self.extra_args = tuple(extra_args)
         self.pidfile = self.base_dir / "redis.pid"
 
     def start(self, timeout_s: float = 15) -> None:
@@ -161,7 +163,8 @@ class RedisServer(_Server):
             "--pidfile", str(self.pidfile),
         ]
         if self.password:
-            args += ["--requirepass", self.password]
+            args += ["--requirepass", self.password, "--masterauth", self.password]
+        args += self.extra_args
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, start_new_session=True)
         _wait(self._ping, timeout_s, f"redis-server on port {self.port}", self.proc, log)
@@ -176,6 +179,120 @@ class RedisServer(_Server):
                 return s.recv(64).startswith(b"+PONG")
         except OSError:
             return False
+
+
+class RedisCluster:
+    """Redis Cluster of ``masters`` primaries with ``replicas`` replicas each, on loopback.
+
+    ``node_timeout_ms`` is short so that a killed primary's replica is promoted in
+    about two seconds (production keeps the default 15 s).
+    """
+
+    def __init__(self, base_dir: Path, masters: int = 3, replicas: int = 1,
+                 node_timeout_ms: int = 1000) -> None:
+        self.base_dir = Path(base_dir)
+        self.masters, self.replicas = masters, replicas
+        self.node_timeout_ms = node_timeout_ms
+        self.nodes: list[RedisServer] = []
+
+    @property
+    def host(self) -> str:
+        return "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        """A seed node: what REDIS_PORT names (any node serves as a start)."""
+        return self.nodes[0].port
+
+    def start(self, timeout_s: float = 30) -> None:
+        args = ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                "--cluster-node-timeout", str(self.node_timeout_ms),
+                # the test-fast timeout must not make a briefly paused replica ineligible
+                "--cluster-replica-validity-factor", "0")
+        for i in range(self.masters * (1 + self.replicas)):
+            # the bus port is given: port + 10000 may be taken, or past 65535
+            bus = ("--cluster-port", str(free_port()))
+            node = RedisServer(self.base_dir / f"node{i}", extra_args=args + bus)
+            node.start()
+            self.nodes.append(node)
+        addresses = [f"{n.host}:{n.port}" for n in self.nodes]
+        done = subprocess.run([find_binary("redis-cli"), "--cluster", "create", *addresses,
+                               "--cluster-replicas", str(self.replicas), "--cluster-yes"],
+                              capture_output=True, text=True, timeout=timeout_s)
+        if done.returncode != 0:
+            raise DevStackError(f"redis-cli --cluster create failed:\n{done.stdout[-1500:]}{done.stderr[-800:]}")
+        self.wait_ok(timeout_s)
+
+    def wait_ok(self, timeout_s: float = 30) -> None:
+        """Until every running node reports cluster_state:ok and agrees on the primaries."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            views = [self._ok_view(n) for n in self.nodes if n.running]
+            if views and all(views) and len(set(views)) == 1 and len(views[0]) == self.masters:
+                return
+            time.sleep(0.1)
+        raise DevStackError(f"the cluster did not become ok within {timeout_s} s")
+
+    def _ok_view(self, node: RedisServer) -> frozenset[int] | None:
+        if "cluster_state:ok" not in self.cli(node, "CLUSTER", "INFO"):
+            return None
+        info = self.cli(node, "INFO", "replication")
+        if "role:master" in info and info.count("state=online") < self.replicas:
+            return None  # a primary whose replicas are not in sync yet
+        return frozenset(p.port for p in self.primaries(node))
+
+    def cli(self, node: RedisServer, *command: str) -> str:
+        done = subprocess.run([find_binary("redis-cli"), "-h", node.host, "-p", str(node.port),
+                               *command], capture_output=True, text=True, timeout=10)
+        return done.stdout
+
+    def primaries(self, via: RedisServer | None = None) -> list[RedisServer]:
+        """The nodes serving slots as primaries, as ``via`` (default: any running node) sees them."""
+        via = via or next(n for n in self.nodes if n.running)
+        by_port = {n.port: n for n in self.nodes}
+        found = []
+        for line in self.cli(via, "CLUSTER", "NODES").splitlines():
+            fields = line.split()
+            if len(fields) > 8 and "master" in fields[2] and "fail" not in fields[2]:
+                port = int(fields[1].split("@")[0].rsplit(":", 1)[1])
+                found.append(by_port[port])
+        return found
+
+    def node_id(self, node: RedisServer) -> str:
+        return self.cli(node, "CLUSTER", "MYID").strip()
+
+    def replicas_of(self, primary: RedisServer) -> list[RedisServer]:
+        by_port = {n.port: n for n in self.nodes}
+        lines = self.cli(primary, "CLUSTER", "REPLICAS", self.node_id(primary)).splitlines()
+        return [by_port[int(line.split()[1].split("@")[0].rsplit(":", 1)[1])] for line in lines
+                if line.strip()]
+
+    def primary_for(self, key: str) -> RedisServer:
+        slot = int(self.cli(self.nodes[0], "CLUSTER", "KEYSLOT", key).strip())
+        for node in self.primaries():
+            if any(lo <= slot <= hi for lo, hi in self._slots_of(node)):
+                return node
+        raise DevStackError(f"no primary serves slot {slot}")
+
+    def _slots_of(self, node: RedisServer) -> list[tuple[int, int]]:
+        for line in self.cli(node, "CLUSTER", "NODES").splitlines():
+            if "myself" in line.split()[2]:
+                out = []
+                for part in line.split()[8:]:
+                    if part.startswith("["):
+                        continue
+                    lo, _, hi = part.partition("-")
+                    out.append((int(lo), int(hi or lo)))
+                return out
+        return []
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def kill(self) -> None:
+        for node in self.nodes:
+            node.kill()
 
 
 class MariaDB(_Server):

@@ -10,7 +10,11 @@ every multi-key script touches one slot)::
     ct:{p}:gen           generation of the product lists (an integer, bumped)
     ct:{p}:all           the list of every product
     ct:{p}:c:<category>  the list of one category (category percent-encoded)
-    ct:invalidator:position  the invalidator's binlog position (JSON)
+    ct:{inv}:position    the invalidator's binlog position (JSON)
+    ct:{inv}:leader      the invalidator leader's lease: "<token> <owner>"
+    ct:{inv}:fence       the last fencing token handed out (an integer)
+    ct:{f<tag>}:fence    on Redis Cluster, the highest token that wrote to the
+                         slot of ``<tag>`` (one such key per slot written)
 
 Value framing — the first byte tells a value from a control record:
 
@@ -33,6 +37,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import functools
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -84,7 +89,31 @@ class Keyspace:
 
     def invalidator_position(self) -> str:
         """The invalidator's saved binlog position (JSON), written with its work."""
-        return f"{self.prefix}:invalidator:position"
+        return f"{self.prefix}:{{inv}}:position"
+
+    def invalidator_leader(self) -> str:
+        """The leader's lease; same slot as the position, so one script checks both."""
+        return f"{self.prefix}:{{inv}}:leader"
+
+    def invalidator_fence(self) -> str:
+        """The counter fencing tokens are drawn from."""
+        return f"{self.prefix}:{{inv}}:fence"
+
+    def slot_fence(self, slot: int) -> str:
+        """On Redis Cluster: the highest fencing token that wrote to hash slot ``slot``."""
+        return f"{self.prefix}:{{{slot_tag(slot)}}}:fence"
+
+    def state_keys(self) -> tuple[str, ...]:
+        """Keys under the prefix that are state, not cached data: never counted or cleared."""
+        return (self.products_generation(), self.invalidator_position(),
+                self.invalidator_leader(), self.invalidator_fence())
+
+    def is_state(self, key: bytes) -> bool:
+        return key in self._state_bytes or key.endswith(b"}:fence")
+
+    @property
+    def _state_bytes(self) -> frozenset[bytes]:
+        return frozenset(k.encode() for k in self.state_keys())
 
     @classmethod
     def from_cache_settings(cls, cache: Any) -> Keyspace:
@@ -94,6 +123,37 @@ class Keyspace:
             ttl_products_s=cache.ttl_products_s,
             ttl_negative_s=cache.ttl_negative_s,
         )
+
+
+# ------------------------------------------------------------ cluster slots
+
+SLOTS = 16384
+
+
+def key_slot(key: str | bytes) -> int:
+    """The Redis Cluster hash slot of ``key`` (CRC16 of its hash tag, as the server computes)."""
+    from redis.crc import key_slot as _key_slot
+
+    return int(_key_slot(key.encode() if isinstance(key, str) else key))
+
+
+@functools.lru_cache(maxsize=1)
+def _slot_tags() -> tuple[str, ...]:
+    """A short hash tag for every slot: 'f' + the first integer whose tag lands there."""
+    tags: list[str | None] = [None] * SLOTS
+    left, i = SLOTS, 0
+    while left:
+        tag = f"f{i}"
+        slot = key_slot(tag)
+        if tags[slot] is None:
+            tags[slot] = tag
+            left -= 1
+        i += 1
+    return tuple(t for t in tags if t is not None)
+
+
+def slot_tag(slot: int) -> str:
+    return _slot_tags()[slot]
 
 
 # ---------------------------------------------------------------- serializer
@@ -234,4 +294,96 @@ return 0
 PRODUCTS_BUMP = _NEW_GENERATION + """
 if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('INCR', KEYS[1]) end
 return tonumber(new_generation())
+"""
+
+
+# ------------------------------------------------- the invalidator's scripts
+
+# One op per data key (ARGV), the same in both scripts below:
+#   "D"          delete the key
+#   "B"          bump the products generation (INCR, or re-create from the clock)
+#   "=" + bytes  store the bytes with the users TTL (refresh mode)
+OP_DELETE = b"D"
+OP_BUMP = b"B"
+OP_SET = b"="
+
+_APPLY_OP = """
+local function apply(key, op, ttl)
+  local c = string.sub(op, 1, 1)
+  if c == 'D' then
+    redis.call('DEL', key)
+  elseif c == 'B' then
+    if redis.call('EXISTS', key) == 1 then
+      redis.call('INCR', key)
+    else
+      local t = redis.call('TIME')
+      redis.call('SET', key, string.format('%.0f', tonumber(t[1]) * 1000000 + tonumber(t[2])))
+    end
+  else
+    redis.call('SET', key, string.sub(op, 2), 'EX', ttl)
+  end
+end
+"""
+
+# The leader's work and its position in one atomic step, fenced: nothing runs
+# unless the lease still holds this leader's value, so a paused old leader that
+# wakes up can neither apply old work nor move the position.  On one Redis node
+# it carries a whole transaction; on a cluster only the position (the data keys
+# go slot by slot through SLOT_APPLY).
+# KEYS[1]=leader KEYS[2]=position KEYS[3..]=data keys
+# ARGV[1]=leader value ARGV[2]=position JSON or '' ARGV[3]=users TTL s ARGV[4..]=ops
+FENCED_APPLY = _APPLY_OP + """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+for i = 3, #KEYS do apply(KEYS[i], ARGV[i + 1], ARGV[3]) end
+if ARGV[2] ~= '' then redis.call('SET', KEYS[2], ARGV[2]) end
+return 1
+"""
+
+# Redis Cluster: one slot's share of the work, fenced by the highest token that
+# has written to this slot.  A leader that took over has a higher token; once it
+# writes a slot, an older leader's writes there are refused.  An older leader may
+# still write a slot the new one has not reached yet: the new one replays from
+# the shared position, which is never past the old one's work, so it rewrites
+# those keys after it.
+# KEYS[1]=slot fence KEYS[2..]=data keys  ARGV[1]=token ARGV[2]=users TTL s ARGV[3..]=ops
+SLOT_APPLY = _APPLY_OP + """
+local seen = tonumber(redis.call('GET', KEYS[1]) or '0')
+local token = tonumber(ARGV[1])
+if seen > token then return 0 end
+if seen < token then redis.call('SET', KEYS[1], ARGV[1]) end
+for i = 2, #KEYS do apply(KEYS[i], ARGV[i + 1], ARGV[2]) end
+return 1
+"""
+
+# Take the leader lease if it is free, or held by an earlier run of this same
+# invalidator (same host and server id: that process is gone, MySQL would not
+# let two streams share a server id).  Every grant draws a new fencing token.
+# KEYS[1]=leader KEYS[2]=fence  ARGV[1]=identity ARGV[2]=pid ARGV[3]=lease ms
+# Returns {1, value} when taken, {0, holder's value} when someone else holds it.
+LEADER_ACQUIRE = """
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local sp = string.find(cur, ' ', 1, true)
+  local owner = sp and string.sub(cur, sp + 1) or ''
+  if string.sub(owner, 1, #ARGV[1] + 1) ~= ARGV[1] .. ' ' then return {0, cur} end
+end
+local token
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  token = redis.call('INCR', KEYS[2])
+else
+  local t = redis.call('TIME')
+  token = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  redis.call('SET', KEYS[2], string.format('%.0f', token))
+end
+local value = string.format('%.0f', token) .. ' ' .. ARGV[1] .. ' ' .. ARGV[2]
+redis.call('SET', KEYS[1], value, 'PX', ARGV[3])
+return {1, value}
+"""
+
+# Extend the lease while it is still ours.  KEYS[1]=leader ARGV[1]=value ARGV[2]=ms
+LEADER_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
 """

@@ -211,11 +211,15 @@ class RedisSettings:
     db: int
     socket_timeout_s: float
     max_connections: int
+    cluster: bool = False  # REDIS_HOST:REDIS_PORT is a cluster node (or configuration endpoint)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> RedisSettings:
         r = Reader(env)
         username = env.get("REDIS_USERNAME", "").strip() or None
+        cluster = r.bool("REDIS_CLUSTER", False)
+        if cluster and r.int("REDIS_DB", 0, lo=0, hi=15) != 0:
+            raise SettingsError("REDIS_DB", "0 with REDIS_CLUSTER=1 (a cluster has only database 0)")
         return cls(
             host=r.str("REDIS_HOST", "127.0.0.1"),
             port=r.int("REDIS_PORT", 6379, lo=1, hi=65535),
@@ -225,17 +229,19 @@ class RedisSettings:
             db=r.int("REDIS_DB", 0, lo=0, hi=15),
             socket_timeout_s=r.float("REDIS_TIMEOUT_S", 0.25, lo=0.01, hi=30),
             max_connections=r.int("REDIS_MAX_CONNECTIONS", 64, lo=1, hi=10_000),
+            cluster=cluster,
         )
 
     def client_kwargs(self) -> dict[str, object]:
-        """Keyword arguments for redis-py's connection classes."""
+        """Keyword arguments for redis-py's connection classes (and its cluster clients)."""
         kwargs: dict[str, object] = {
             "host": self.host,
             "port": self.port,
-            "db": self.db,
             "socket_timeout": self.socket_timeout_s,
             "socket_connect_timeout": self.socket_timeout_s,
         }
+        if not self.cluster:
+            kwargs["db"] = self.db
         if self.password:
             kwargs["password"] = self.password.reveal()
         if self.username:
