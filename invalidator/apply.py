@@ -1,9 +1,9 @@
-"""One transaction's changes -> the keys it made stale -> one Redis pipeline.
+"""One transaction's changes -> the keys it made stale -> one fenced Redis script.
 
 :class:`Batch` collects, deduplicated, what a transaction did to the tables
 cachetail caches: for each user key the last action (delete, or in refresh mode
 the new row's bytes), and whether any product changed.  :class:`Applier` sends
-a batch in one MULTI/EXEC together with the position after the transaction, and
+a batch in one fenced script together with the position after the transaction, and
 retries with backoff until Redis acknowledges it or the worker is told to stop.
 It never gives up and never moves the position past unacknowledged work.
 :class:`Group` lets several transactions share one pipeline while the worker
@@ -22,15 +22,21 @@ from typing import Any, TypeVar
 
 import redis
 
-from cachetail.keyspace import PRODUCTS_BUMP, Keyspace, serialize_user
+from cachetail.keyspace import (
+    FENCED_APPLY, OP_BUMP, OP_DELETE, OP_SET, SLOT_APPLY, Keyspace, key_slot, serialize_user,
+)
 from metrics import invalidator as m
 
+from invalidator.leader import Leadership, LostLeadership
 from invalidator.position import Position, PositionStore
 
 log = logging.getLogger("invalidator")
 T = TypeVar("T")
 REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError,
-                redis.exceptions.ReadOnlyError, redis.exceptions.TryAgainError, OSError)
+                redis.exceptions.ReadOnlyError, redis.exceptions.TryAgainError,
+                # a cluster in failover: slots uncovered or moving for a moment
+                redis.exceptions.ClusterDownError, redis.exceptions.RedisClusterException,
+                redis.exceptions.ClusterError, OSError)
 SCAN_BATCH = 500
 
 
@@ -84,16 +90,31 @@ class Batch:
 
 
 class Applier:
-    def __init__(self, client: redis.Redis, keyspace: Keyspace, store: PositionStore,
-                 stop: threading.Event, retry_max_s: float,
-                 on_wait: Callable[[], None] = lambda: None) -> None:
+    """Sends batches to Redis, fenced by the leader's token, retrying until acknowledged.
+
+    One Redis node: a transaction's keys and its position go in one FENCED_APPLY
+    script, atomic.  Redis Cluster: the keys go slot by slot (SLOT_APPLY, one
+    script per slot, all slots in one pipeline), and only once every slot has
+    acknowledged, the position is saved by FENCED_APPLY in the ``{inv}`` slot:
+    never ahead of the work, at worst behind it (at-least-once).
+    """
+
+    def __init__(self, client: redis.Redis | redis.RedisCluster, keyspace: Keyspace,
+                 store: PositionStore, stop: threading.Event, retry_max_s: float,
+                 leadership: Leadership, on_wait: Callable[[], None] = lambda: None) -> None:
         self.client = client
         self.keyspace = keyspace
         self.store = store
         self.stop = stop
         self.retry_max_s = retry_max_s
+        self.leadership = leadership
         self.on_wait = on_wait
         self.redis_ok = True
+        self.cluster = isinstance(client, redis.RedisCluster)
+        self._fenced = client.register_script(FENCED_APPLY)
+        self._slot_apply = client.register_script(SLOT_APPLY)
+        self._state_keys = [keyspace.invalidator_leader(), keyspace.invalidator_position()]
+        self.before_send: Callable[[], None] = lambda: None  # test seam: a pause before a write
 
     # -------------------------------------------------------------- retrying
 
@@ -121,24 +142,23 @@ class Applier:
     # ---------------------------------------------------------------- work
 
     def apply(self, batch: Batch, position: Position | None) -> None:
-        """Send the batch and the position in one MULTI/EXEC, retrying until acknowledged."""
-        gen_key = self.keyspace.products_generation()
+        """Send the batch and the position, fenced; retry until acknowledged.
+
+        Raises :class:`LostLeadership` when the fence refuses the write."""
+        ops = self._ops(batch)
+        saved = position.to_json() if position is not None and self.store.in_redis else b""
 
         def send() -> None:
+            self.before_send()
             if batch.clear_users:
                 self._unlink_matching(self.keyspace.users_pattern())
-            pipe = self.client.pipeline(transaction=True)
-            for key, value in batch.users.items():
-                if value is None:
-                    pipe.delete(key)
-                else:
-                    pipe.set(key, value, ex=self.keyspace.ttl_user_s)
-            if batch.products:  # INCR, or a missing generation re-created above every old one
-                pipe.eval(PRODUCTS_BUMP, 1, gen_key)
-            if position is not None:
-                self.store.stage(pipe, position)
-            if len(pipe):
-                pipe.execute()
+            if self.cluster:
+                if ops:
+                    self._send_slots(ops)
+                if saved:
+                    self._send_fenced([], saved)
+            elif ops or saved:
+                self._send_fenced(ops, saved)
 
         self.retry("applying a transaction", send)
         if position is not None:
@@ -151,6 +171,45 @@ class Applier:
         if batch.products:
             m.KEYS.labels("generation_bumped").inc()
 
+    def _ops(self, batch: Batch) -> list[tuple[str, bytes]]:
+        ops = [(key, OP_DELETE if value is None else OP_SET + value)
+               for key, value in batch.users.items()]
+        if batch.products:  # INCR, or a missing generation re-created above every old one
+            ops.append((self.keyspace.products_generation(), OP_BUMP))
+        return ops
+
+    def _send_fenced(self, ops: list[tuple[str, bytes]], saved: bytes) -> None:
+        value = self.leadership.value
+        if value is None:
+            raise LostLeadership("not the leader")
+        done = self._fenced(keys=[*self._state_keys, *(k for k, _ in ops)],
+                            args=[value, saved, self.keyspace.ttl_user_s, *(op for _, op in ops)])
+        if not done:
+            self.leadership.lost.set()
+            raise LostLeadership("the lease moved on: the write was fenced off")
+
+    def _send_slots(self, ops: list[tuple[str, bytes]]) -> None:
+        if self.leadership.value is None:
+            raise LostLeadership("not the leader")
+        token = self.leadership.token
+        by_slot: dict[int, list[tuple[str, bytes]]] = {}
+        for key, op in ops:
+            by_slot.setdefault(key_slot(key), []).append((key, op))
+        ttl = self.keyspace.ttl_user_s
+        if len(by_slot) == 1:
+            ((slot, items),) = by_slot.items()
+            results = [self._slot_apply(keys=[self.keyspace.slot_fence(slot), *(k for k, _ in items)],
+                                        args=[token, ttl, *(op for _, op in items)])]
+        else:
+            pipe = self.client.pipeline(transaction=False)
+            for slot, items in by_slot.items():
+                pipe.eval(SLOT_APPLY, 1 + len(items), self.keyspace.slot_fence(slot),
+                          *(k for k, _ in items), token, ttl, *(op for _, op in items))
+            results = pipe.execute()
+        if not all(results):
+            self.leadership.lost.set()
+            raise LostLeadership("a newer leader has written these slots: the write was fenced off")
+
     def save(self, position: Position) -> None:
         """Save a position alone (transactions that touched nothing cached, rotations)."""
         self.apply(Batch(self.keyspace, False), position)
@@ -159,17 +218,20 @@ class Applier:
         return self.retry("loading the saved position", self.store.load)
 
     def clear_owned(self) -> int:
-        """UNLINK every key under the prefix (SCAN in batches; never FLUSHALL)."""
+        """UNLINK every cached key under the prefix (SCAN in batches; never FLUSHALL).
+        The invalidator's own state (lease, fences, position) stays."""
         return self.retry("clearing every owned key",
                           lambda: self._unlink_matching(self.keyspace.owned_pattern()))
 
     def _unlink_matching(self, pattern: str) -> int:
         removed = 0
         batch: list[bytes] = []
-        for key in self.client.scan_iter(match=pattern, count=SCAN_BATCH):
+        for key in self.client.scan_iter(match=pattern, count=SCAN_BATCH):  # every primary
+            if self.keyspace.is_state(key):
+                continue
             batch.append(key)
             if len(batch) >= SCAN_BATCH:
-                removed += self.client.unlink(*batch)
+                removed += self.client.unlink(*batch)  # split by slot on a cluster
                 batch.clear()
         if batch:
             removed += self.client.unlink(*batch)

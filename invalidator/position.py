@@ -5,12 +5,15 @@ XID event, a DDL statement or a rotate) plus the ``@@server_id`` of the server
 it belongs to, so a position of another server is never used.
 
 Default store: **Redis** (``INVALIDATOR_POSITION_STORE=redis``), under
-``<prefix>:invalidator:position``, written inside the same MULTI/EXEC as the
-transaction's deletes.  Why:
+``<prefix>:{inv}:position``, written by the same fenced script as the
+transaction's deletes (on a cluster: by a fenced script in its own slot, after
+every slot acknowledged the deletes).  Why:
 
-- Atomic with the work: Redis holds either the deletes *and* the position or
-  neither, so the position can never be ahead of what Redis acknowledged, even
-  if the worker dies between the EXEC and a file write.
+- Atomic with the work (one node): Redis holds either the deletes *and* the
+  position or neither, so the position can never be ahead of what Redis
+  acknowledged, even if the worker dies between a write and a file write.
+- Fenced: the script that saves it checks the leader lease, so an old leader
+  that wakes up after a standby took over cannot move it.
 - It shares the cache's fate: if Redis loses data (a restart without
   persistence, a failover to a replica that missed the last writes), the
   position is lost or rolled back together with the deletes it describes and
@@ -19,12 +22,12 @@ transaction's deletes.  Why:
 - A standby on another host finds it.
 - Its cost: a FLUSHDB or FLUSHALL (``/cache/clear`` keeps it) loses it, and the
   next start does a full invalidation of the (already empty) keyspace - which
-  is correct anyway.  On Redis Cluster a MULTI/EXEC cannot span slots; there
-  the file store (or a per-slot split) would be needed.
+  is correct anyway.
 
 Alternative: ``INVALIDATOR_POSITION_STORE=file`` keeps ``position.json`` in
 ``INVALIDATOR_STATE_DIR`` (systemd's StateDirectory), written only after Redis
-acknowledged the work: tmp file, fsync, rename, fsync of the directory.
+acknowledged the work: tmp file, fsync, rename, fsync of the directory.  It
+serves one host only: a standby on another host would not find it.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import redis
 
@@ -69,17 +72,18 @@ class Position:
 
 
 class PositionStore(Protocol):
-    def load(self) -> Position | None: ...
+    in_redis: bool  # True: the applier writes the position inside its fenced script
 
-    def stage(self, pipe: Any, position: Position) -> None:
-        """Add the position's write to the pipeline that carries the transaction's work."""
+    def load(self) -> Position | None: ...
 
     def committed(self, position: Position) -> None:
         """Called once Redis acknowledged the pipeline."""
 
 
 class RedisPositionStore:
-    def __init__(self, client: redis.Redis, keyspace: Keyspace) -> None:
+    in_redis = True
+
+    def __init__(self, client: redis.Redis | redis.RedisCluster, keyspace: Keyspace) -> None:
         self.client = client
         self.key = keyspace.invalidator_position()
 
@@ -87,14 +91,13 @@ class RedisPositionStore:
         raw = self.client.get(self.key)
         return None if raw is None else Position.from_json(raw)
 
-    def stage(self, pipe: Any, position: Position) -> None:
-        pipe.set(self.key, position.to_json())
-
     def committed(self, position: Position) -> None:
         pass
 
 
 class FilePositionStore:
+    in_redis = False
+
     def __init__(self, state_dir: Path) -> None:
         self.dir = Path(state_dir)
         self.path = self.dir / "position.json"
@@ -104,9 +107,6 @@ class FilePositionStore:
             return Position.from_json(self.path.read_bytes())
         except FileNotFoundError:
             return None
-
-    def stage(self, pipe: Any, position: Position) -> None:
-        pass
 
     def committed(self, position: Position) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -125,7 +125,7 @@ class FilePositionStore:
             os.close(dir_fd)
 
 
-def make_store(kind: str, client: redis.Redis, keyspace: Keyspace, state_dir: Path) -> PositionStore:
+def make_store(kind: str, client: redis.Redis | redis.RedisCluster, keyspace: Keyspace, state_dir: Path) -> PositionStore:
     if kind == "file":
         return FilePositionStore(state_dir)
     return RedisPositionStore(client, keyspace)

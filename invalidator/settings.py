@@ -8,6 +8,7 @@ accounts.  Every error is a :class:`SettingsError` naming its variable.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,8 @@ class InvalidatorSettings:
     state_dir: Path
     heartbeat_s: float
     retry_max_s: float
+    lease_s: float = 5.0
+    replay_window_s: float = 300.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> InvalidatorSettings:
@@ -62,11 +65,18 @@ class InvalidatorSettings:
             state_dir=Path(r.str("INVALIDATOR_STATE_DIR", DEFAULT_STATE_DIR, max_len=4096)),
             heartbeat_s=r.float("INVALIDATOR_HEARTBEAT_S", 2.0, lo=0.2, hi=30.0),
             retry_max_s=r.float("INVALIDATOR_RETRY_MAX_S", 5.0, lo=0.1, hi=300.0),
+            lease_s=r.float("INVALIDATOR_LEASE_S", 5.0, lo=0.5, hi=300.0),
+            replay_window_s=r.float("INVALIDATOR_REPLAY_WINDOW_S", 300.0, lo=10.0, hi=86_400.0),
         )
 
     @property
     def keyspace(self) -> Keyspace:
         return Keyspace.from_cache_settings(self.cache)
+
+    @property
+    def identity(self) -> str:
+        """Who this invalidator is in the leader lease: its host and binlog server id."""
+        return f"{socket.gethostname()}/{self.server_id}"
 
     @property
     def stale_after_s(self) -> float:

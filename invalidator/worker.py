@@ -1,9 +1,12 @@
-"""The main loop: follow the binlog, apply each transaction at its commit, save the position.
+"""The main loop: lead or stand by; follow the binlog, apply each transaction at its commit.
 
 At-least-once: a transaction's keys and the position after it go to Redis in
-one MULTI/EXEC at its XID; the position is never saved inside a transaction
-and never ahead of what Redis acknowledged.  A restart or reconnect resumes
-from the last such position and may re-apply work (deletes are idempotent).
+one fenced script at its XID (on a cluster: the keys slot by slot, then the
+position); the position is never saved inside a transaction and never ahead
+of what Redis acknowledged.  A restart, a reconnect or a takeover by a
+standby resumes from the last such position and may re-apply work (deletes
+are idempotent).  On Redis Cluster a failover makes the worker replay the
+window whose writes the promoted replica may not have (see topology.py).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import logging
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -25,11 +29,13 @@ from pymysqlreplication.row_event import RowsEvent
 from metrics import invalidator as m
 
 from invalidator import decode
-from invalidator.apply import Applier, Batch, Group, Stopped, backoff_delays
+from invalidator.apply import REDIS_ERRORS, Applier, Batch, Group, Stopped, backoff_delays
 from invalidator.checks import CheckFailed, run_checks
+from invalidator.leader import Leadership, LostLeadership
 from invalidator.position import Position, make_store
 from invalidator.service import Watchdog, sd_notify, start_http
 from invalidator.settings import InvalidatorSettings
+from invalidator.topology import FailoverWatch
 from invalidator.stream import (
     control_connection, current_position, is_connection_error, open_stream, source_id,
     unusable_position,
@@ -40,6 +46,26 @@ T = TypeVar("T")
 IDLE_SAVE_S = 1.0  # a position moved only by unrelated transactions is saved at most this often
 OWNED_DDL = re.compile(r"\b(users|products)\b", re.IGNORECASE)
 NOT_A_BOUNDARY = ("BEGIN", "SAVEPOINT", "ROLLBACK TO", "XA START", "XA END", "XA PREPARE")
+RING_STEP_S = 0.1  # replay points are kept at most this often: an earlier point is always safe
+
+
+class Replay(Exception):
+    """Follow again from ``position``: Redis may have lost what was applied after it."""
+
+    def __init__(self, position: Position) -> None:
+        self.position = position
+        super().__init__(f"replay from {position}")
+
+
+def build_redis(s: InvalidatorSettings) -> redis.Redis | redis.RedisCluster:
+    # No retries inside redis-py (its default backs off for up to ~15 s): the
+    # Applier retries itself, watching for stop requests and pinging the watchdog.
+    kwargs = {**s.redis.client_kwargs(), "ssl": s.redis.tls,
+              "socket_timeout": max(s.redis.socket_timeout_s, 1.0)}
+    if s.redis.cluster:
+        return redis.RedisCluster(**kwargs, retry=Retry(NoBackoff(), 1),
+                                  cluster_error_retry_attempts=2)
+    return redis.Redis(**kwargs, retry=Retry(NoBackoff(), 0))
 
 
 class Worker:
@@ -59,26 +85,31 @@ class Worker:
         self.watchdog = Watchdog()
         self.group = Group(None)
         self.mysql_delays = backoff_delays(0.1, settings.retry_max_s)
+        # (monotonic time, position): every change up to the position was acknowledged by then
+        self.ring: deque[tuple[float, Position]] = deque()
+        self.replay_since: tuple[float | None] | None = None  # set by the failover watch
+        self.replay_until: Position | None = None  # refresh is off until the replay passes this
+        self.replay_reason = "failover"
 
     # ------------------------------------------------------------------ run
 
     def run(self) -> int:
-        """Follow until stopped; 0 on a stop request.  Raises CheckFailed on bad configuration."""
+        """Lead or stand by until stopped; 0 on a stop request.  Raises CheckFailed on bad configuration."""
         s = self.settings
-        # No retries inside redis-py (its default backs off for up to ~15 s): the
-        # Applier retries itself, watching for stop requests and pinging the watchdog.
-        client = redis.Redis(**{**s.redis.client_kwargs(), "ssl": s.redis.tls,
-                                "socket_timeout": max(s.redis.socket_timeout_s, 1.0)},
-                             retry=Retry(NoBackoff(), 0))
+        client = build_redis(s)
         store = make_store(s.position_store, client, self.keyspace, s.state_dir)
+        # the lease is renewed from a thread of its own, on a client of its own
+        self.leadership = Leadership(build_redis(s), self.keyspace, s.identity, s.lease_s,
+                                     REDIS_ERRORS)
         self.applier = Applier(client, self.keyspace, store, self.stop, s.retry_max_s,
-                               on_wait=self.watchdog.ping)
+                               self.leadership, on_wait=self.watchdog.ping)
         http = start_http(s.metrics_host, s.metrics_port, self.health) if self.serve_http else None
         try:
             self.source_id = self.mysql(lambda conn: (run_checks(conn, s), source_id(conn))[1])
-            position = self.initial_position()
             while not self.stop.is_set():
-                position = self.follow_from(position)
+                self.stand_by()
+                if not self.stop.is_set():
+                    self.lead()
         except Stopped:
             pass
         finally:
@@ -87,11 +118,45 @@ class Worker:
             if http:
                 http.shutdown()
                 http.server_close()
+            self.leadership.step_down(release=True)
+            self.leadership.client.close()
             client.close()
         log.info("stopped at %s", self.position)
         return 0
 
+    def stand_by(self) -> None:
+        """Wait for the leader lease (at once when nobody holds it)."""
+        if not self.ready:
+            self.ready = True
+            sd_notify("READY=1\nSTATUS=waiting for the leader lease")
+        self.leadership.wait(self.stop, on_poll=self.watchdog.ping)
+
+    def lead(self) -> None:
+        """Follow the binlog from the shared position until stopped or the lease is lost."""
+        watch = None
+        try:
+            self.position = self.saved = None
+            self.ring.clear()
+            self.replay_since = self.replay_until = None
+            if self.settings.redis.cluster:
+                watch = FailoverWatch(self.settings.redis, self.request_replay).start()
+            position = self.initial_position()
+            self.note(position)
+            sd_notify("STATUS=leader: following the binlog")
+            while not self.stop.is_set():
+                position = self.follow_from(position)
+        except LostLeadership as exc:
+            log.error("%s; standing by (the new leader resumes from the saved position)", exc)
+            sd_notify("STATUS=standby: another invalidator leads")
+        finally:
+            if watch is not None:
+                watch.close()
+            self.streaming = False
+            m.STREAMING.set(0)
+            self.leadership.step_down(release=self.stop.is_set())
+
     def initial_position(self) -> Position:
+        """The shared saved position (a standby taking over finds its predecessor's)."""
         saved = self.applier.load()
         if saved is None:
             return self.full_invalidation("no_position", "no saved position")
@@ -108,7 +173,9 @@ class Worker:
         try:
             stream = open_stream(self.settings, position)
             self.follow(stream, position)
-        except Stopped:
+        except Replay as replay:
+            return replay.position
+        except (Stopped, LostLeadership):
             raise
         except Exception as exc:  # noqa: BLE001 - every failure means: reconnect from our position
             reason = unusable_position(exc)
@@ -133,7 +200,7 @@ class Worker:
     # ----------------------------------------------------------------- loop
 
     def follow(self, stream: Any, position: Position) -> None:
-        batch = Batch(self.keyspace, self.refresh)
+        batch = self.new_batch()
         self.group = Group(stream)
         log_file = position.log_file
         for event in stream:
@@ -157,6 +224,9 @@ class Worker:
                 self.save_if_due(0.0)
             if self.stop.is_set():
                 return
+            self.leadership.check()
+            if self.replay_since is not None and not batch and self.group.position is None:
+                self.replay()
         raise ConnectionError("the binlog stream ended")
 
     def alive(self) -> None:
@@ -197,12 +267,13 @@ class Worker:
         done = time.time()
         self.position = self.saved = position
         self.saved_at = time.monotonic()
+        self.note(position)
         m.TRANSACTIONS.inc(count)
         m.COMMIT_TO_APPLIED_SECONDS.observe(max(0.0, done - first_ts))
         m.RECEIVED_TO_APPLIED_SECONDS.observe(done - first_received)
         m.SECONDS_BEHIND.set(max(0.0, done - first_ts))
         self.show(position)
-        return Batch(self.keyspace, self.refresh)
+        return self.new_batch()
 
     def query(self, batch: Batch, event: QueryEvent, log_file: str, received: float) -> Batch:
         text = event.query.strip() if isinstance(event.query, str) else event.query.decode(errors="replace")
@@ -237,7 +308,53 @@ class Worker:
         self.applier.save(self.position)
         self.saved = self.position
         self.saved_at = time.monotonic()
+        self.note(self.position)
         self.show(self.position)
+
+    def new_batch(self) -> Batch:
+        """Refresh mode writes row images; while a replay re-applies old transactions it only
+        deletes, so an old image never overwrites a newer one, not even for a moment."""
+        return Batch(self.keyspace, self.refresh and self.replay_until is None)
+
+    # ----------------------------------------------------------------- replay
+
+    def note(self, position: Position) -> None:
+        """Remember that everything up to ``position`` is acknowledged as of now."""
+        now = time.monotonic()
+        if self.replay_until is not None and _order(position) >= _order(self.replay_until):
+            log.warning("replay done: back at %s", self.replay_until)
+            self.replay_until = None
+        ring = self.ring
+        if not ring or now - ring[-1][0] >= RING_STEP_S:
+            ring.append((now, position))
+        while len(ring) > 1 and ring[1][0] < now - self.settings.replay_window_s:
+            ring.popleft()
+
+    def request_replay(self, since: float | None, reason: str) -> None:
+        """From the failover watch's thread: the worker replays at its next event boundary."""
+        self.replay_reason = reason
+        self.replay_since = (since,)
+
+    def replay(self) -> None:
+        (since,), self.replay_since = self.replay_since or (None,), None
+        start = None
+        if since is not None:
+            for at, position in self.ring:
+                if at > since:
+                    break
+                start = position
+        if start is None:
+            raise Replay(self.full_invalidation(
+                "failover_window", "the replaced Redis primary was not seen in sync within the"
+                " replay window"))
+        if self.position is not None and (self.replay_until is None
+                                          or _order(self.position) > _order(self.replay_until)):
+            self.replay_until = self.position
+        m.REPLAYS.labels(self.replay_reason).inc()
+        log.error("REPLAY (%s): re-applying the binlog from %s to %s, deletes only",
+                  self.replay_reason, start, self.replay_until)
+        self.position = start
+        raise Replay(start)
 
     def show(self, position: Position) -> None:
         m.POSITION.set(position.log_pos)
@@ -285,10 +402,22 @@ class Worker:
                 raise Stopped
 
     def health(self) -> dict[str, Any]:
+        """Leader: healthy while streaming, Redis answering, events recent.
+        Standby: healthy while it reaches Redis (and so can take over)."""
         age = time.monotonic() - self.last_event if self.last_event else None
+        leadership = getattr(self, "leadership", None)
+        state = leadership.state() if leadership is not None else {"role": "starting", "leader": None}
         redis_ok = getattr(self, "applier", None) is not None and self.applier.redis_ok
-        healthy = self.streaming and redis_ok and age is not None and age < self.settings.stale_after_s
-        return {"healthy": healthy, "streaming": self.streaming, "redis_ok": redis_ok,
+        if state["role"] == "leader":
+            healthy = self.streaming and redis_ok and age is not None and age < self.settings.stale_after_s
+        else:
+            redis_ok = leadership is not None and leadership.redis_ok
+            healthy = redis_ok
+        return {"healthy": healthy, **state, "streaming": self.streaming, "redis_ok": redis_ok,
                 "last_event_age_s": None if age is None else round(age, 3),
                 "position": None if self.position is None else str(self.position),
                 "mode": self.settings.mode}
+
+
+def _order(position: Position) -> tuple[int, int]:
+    return position.file_index, position.log_pos

@@ -52,7 +52,8 @@ RECONNECTS = Counter(
 )
 FULL_INVALIDATIONS = Counter(
     "full_invalidations",
-    "Times every owned key was invalidated, by reason (no_position, purged, bad_position).",
+    "Times every owned key was invalidated, by reason (no_position, purged, bad_position,"
+    " failover_window).",
     ["reason"],
     namespace=NAMESPACE,
 )
@@ -74,5 +75,27 @@ LAST_EVENT_SECONDS = Gauge(
 STREAMING = Gauge(
     "streaming",
     "1 while connected to MySQL and following the binlog, 0 otherwise.",
+    namespace=NAMESPACE,
+)
+LEADER = Gauge(
+    "leader",
+    "1 while this invalidator holds the leader lease and follows the binlog, 0 as a standby.",
+    namespace=NAMESPACE,
+)
+TAKEOVERS = Counter(
+    "takeovers",
+    "Times this invalidator acquired the leader lease (its first start included).",
+    namespace=NAMESPACE,
+)
+LEADERSHIP_LOST = Counter(
+    "leadership_lost",
+    "Times this invalidator lost the leader lease while leading (expired, taken, fenced).",
+    namespace=NAMESPACE,
+)
+REPLAYS = Counter(
+    "replays",
+    "Times the worker re-applied a window of the binlog, by reason (failover: a Redis Cluster"
+    " primary was replaced and may have lost acknowledged writes).",
+    ["reason"],
     namespace=NAMESPACE,
 )
