@@ -53,8 +53,8 @@ def build_client(settings: RedisSettings) -> Redis | RedisCluster:
         return RedisCluster(
             ssl=settings.tls,
             max_connections=settings.max_connections,  # per node
+            # one more attempt: it follows a MOVED after a failover or a reshard
             retry=Retry(NoBackoff(), 1),
-            cluster_error_retry_attempts=2,
             **settings.client_kwargs(),  # type: ignore[arg-type]
         )
     pool = BlockingConnectionPool(

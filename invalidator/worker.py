@@ -63,8 +63,7 @@ def build_redis(s: InvalidatorSettings) -> redis.Redis | redis.RedisCluster:
     kwargs = {**s.redis.client_kwargs(), "ssl": s.redis.tls,
               "socket_timeout": max(s.redis.socket_timeout_s, 1.0)}
     if s.redis.cluster:
-        return redis.RedisCluster(**kwargs, retry=Retry(NoBackoff(), 1),
-                                  cluster_error_retry_attempts=2)
+        return redis.RedisCluster(**kwargs, retry=Retry(NoBackoff(), 1))
     return redis.Redis(**kwargs, retry=Retry(NoBackoff(), 0))
 
 

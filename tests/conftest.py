@@ -2,7 +2,11 @@
 
 Nothing here touches the servers on the standard ports.  The session ``stack``
 is shared; tests that stop, kill or reconfigure a server take a private one
-from ``mariadb_factory`` / ``redis_factory``.
+from ``mariadb_factory`` / ``redis_factory`` / ``cluster_factory``.
+
+A test marked ``@pytest.mark.redis_kinds("single", "cluster")`` runs once on a
+single Redis node and once on a Redis Cluster of 3 primaries + 3 replicas
+(started once per session): ``stack`` and ``redis_client`` follow its kind.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import pymysql
 import pytest
 import redis
 
-from cachetail.devstack import MariaDB, RedisServer, load_schema
+from cachetail.devstack import MariaDB, RedisCluster, RedisServer, load_schema
 
 API_PASSWORD = "api-test-pw"
 INVALIDATOR_PASSWORD = "inv-test-pw"
@@ -27,7 +31,11 @@ _server_ids = itertools.count(100)
 @dataclass
 class Stack:
     mariadb: MariaDB
-    redis: RedisServer
+    redis: RedisServer | RedisCluster
+
+    @property
+    def cluster(self) -> bool:
+        return isinstance(self.redis, RedisCluster)
 
     def base_env(self) -> dict[str, str]:
         return {
@@ -36,8 +44,14 @@ class Stack:
             "DB_NAME": "cachelab",
             "REDIS_HOST": self.redis.host,
             "REDIS_PORT": str(self.redis.port),
+            "REDIS_CLUSTER": "1" if self.cluster else "0",
             "ADMIN_TOKEN": ADMIN_TOKEN,
         }
+
+    def redis_client(self) -> redis.Redis | redis.RedisCluster:
+        if self.cluster:
+            return redis.RedisCluster(host=self.redis.host, port=self.redis.port)
+        return redis.Redis(host=self.redis.host, port=self.redis.port)
 
     def api_env(self) -> dict[str, str]:
         return {**self.base_env(), "DB_USER": "cachetail_api", "DB_PASSWORD": API_PASSWORD}
@@ -58,8 +72,19 @@ def start_mariadb(base: Path, extra_args: Sequence[str] = ()) -> MariaDB:
     return server
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    marker = metafunc.definition.get_closest_marker("redis_kinds")
+    if marker is not None and "stack" in metafunc.fixturenames:
+        metafunc.parametrize("redis_kind", marker.args)
+
+
+@pytest.fixture
+def redis_kind() -> str:
+    return "single"
+
+
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def single_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     base = tmp_path_factory.mktemp("stack")
     db = start_mariadb(base / "mariadb")
     cache = RedisServer(base / "redis")
@@ -71,6 +96,23 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         db.stop()
 
 
+@pytest.fixture(scope="session")
+def cluster_stack(single_stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The session's MariaDB with a Redis Cluster in front instead of one node."""
+    cluster = RedisCluster(tmp_path_factory.mktemp("cluster"))
+    try:
+        cluster.start()
+        yield Stack(single_stack.mariadb, cluster)
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def stack(redis_kind: str, request: pytest.FixtureRequest) -> Stack:
+    found: Stack = request.getfixturevalue(f"{redis_kind}_stack")
+    return found
+
+
 @pytest.fixture
 def db(stack: Stack) -> Iterator[pymysql.connections.Connection]:
     conn = stack.mariadb.connect(database="cachelab", init_command="SET time_zone = '+00:00'")
@@ -79,9 +121,9 @@ def db(stack: Stack) -> Iterator[pymysql.connections.Connection]:
 
 
 @pytest.fixture
-def redis_client(stack: Stack) -> Iterator[redis.Redis]:
-    client = redis.Redis(host=stack.redis.host, port=stack.redis.port)
-    client.flushdb()
+def redis_client(stack: Stack) -> Iterator[redis.Redis | redis.RedisCluster]:
+    client = stack.redis_client()
+    client.flushdb()  # every primary, on a cluster
     yield client
     client.close()
 
@@ -115,3 +157,19 @@ def redis_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable
     yield make
     for server in started:
         server.kill()
+
+
+@pytest.fixture
+def cluster_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., RedisCluster]]:
+    """Private Redis Clusters that a test may break (kill a primary, pause a replica)."""
+    started: list[RedisCluster] = []
+
+    def make() -> RedisCluster:
+        cluster = RedisCluster(tmp_path_factory.mktemp("cluster"))
+        started.append(cluster)
+        cluster.start()
+        return cluster
+
+    yield make
+    for cluster in started:
+        cluster.kill()

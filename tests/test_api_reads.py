@@ -13,7 +13,7 @@ import pytest
 from api_support import Delta, anyio_backend, fills, running, selects  # noqa: F401
 from cachetail.keyspace import LEASE, NEGATIVE, Keyspace
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.redis_kinds("single", "cluster")]
 KEYS = Keyspace()
 
 

@@ -16,7 +16,7 @@ from api_support import anyio_backend, running  # noqa: F401
 from conftest import Stack
 from invalidator_support import wait_for, workers  # noqa: F401
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.redis_kinds("single", "cluster")]
 
 
 async def eventually(read, expect, timeout_s: float = 5.0):  # type: ignore[no-untyped-def]

@@ -8,6 +8,7 @@ import sys
 import time
 
 import pymysql
+import pytest
 import redis
 
 from cachetail.keyspace import LEASE, NEGATIVE, serialize_user
@@ -34,6 +35,7 @@ def gone(r: redis.Redis, key: str) -> bool:
     return not r.exists(key)
 
 
+@pytest.mark.redis_kinds("single", "cluster")
 def test_update_delete_insert_and_products(stack: Stack, db, redis_client, workers) -> None:
     w = workers(stack.invalidator_env())
     ks = w.keyspace
@@ -98,6 +100,7 @@ def test_a_200_row_transaction_is_one_script_call(stack: Stack, db, redis_client
     assert calls - calls_before == 1, "the 200 deletes and the position went in one fenced script"
 
 
+@pytest.mark.redis_kinds("single", "cluster")
 def test_refresh_stores_the_bytes_a_cold_read_stores(stack: Stack, db, redis_client, workers) -> None:
     w = workers(stack.invalidator_env(), INVALIDATOR_MODE="refresh")
     ks = w.keyspace
@@ -120,6 +123,7 @@ def test_refresh_stores_the_bytes_a_cold_read_stores(stack: Stack, db, redis_cli
     wait_for(lambda: gone(redis_client, ks.user(new_id)), what="deleted in refresh mode")
 
 
+@pytest.mark.redis_kinds("single", "cluster")
 def test_sigterm_exits_0_within_10_s_and_check(stack: Stack, redis_client, workers) -> None:
     w = workers(stack.invalidator_env())
     env = {"PATH": w.env["PATH"], "INVALIDATOR_METRICS_PORT": str(w.port)}
@@ -157,6 +161,7 @@ def test_systemd_notify_ready_and_watchdog(stack: Stack, redis_client, workers, 
         assert "STOPPING=1" in rest
 
 
+@pytest.mark.redis_kinds("single", "cluster")
 def test_a_lost_products_generation_comes_back_above_every_old_one(stack: Stack, db, redis_client,
                                                                    workers) -> None:
     w = workers(stack.invalidator_env())

@@ -1,0 +1,78 @@
+"""Redis Cluster failover: an acknowledged delete lost with its primary does not resurrect a row.
+
+Redis replicates asynchronously.  The test forces the loss: the replica is
+paused and cut off, the invalidator deletes a stale value on the primary, the
+primary is killed, the replica resumes and is promoted still holding the stale
+value.  The invalidator must notice the new primary and replay the binlog
+window the replica missed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import redis
+
+from cachetail.devstack import RedisCluster, RedisServer
+from conftest import Stack
+from invalidator_support import wait_for, workers  # noqa: F401
+
+STALE = b'{"stale":true}'
+
+
+def node_client(node: RedisServer) -> redis.Redis:
+    return redis.Redis(host=node.host, port=node.port, socket_timeout=2)
+
+
+def role(node: RedisServer) -> str | None:
+    try:
+        return str(node_client(node).info("replication")["role"])
+    except redis.RedisError:
+        return None
+
+
+def test_a_delete_lost_in_a_failover_is_replayed(single_stack: Stack, cluster_factory, db,
+                                                 workers) -> None:
+    cluster: RedisCluster = cluster_factory()
+    stack = Stack(single_stack.mariadb, cluster)
+    worker = workers(stack.invalidator_env())
+    key = worker.keyspace.user(77)
+    primary = cluster.primary_for(key)
+    (replica,) = cluster.replicas_of(primary)
+    on_primary = node_client(primary)
+    on_primary.set(key, STALE)
+    assert on_primary.execute_command("WAIT", 1, 2000) == 1  # the replica has the stale value
+    time.sleep(2.5)  # replicas acknowledge once a second: let the watch see it in sync
+
+    # The replica hears nothing more: paused, and its link cut.
+    os.kill(replica.proc.pid, signal.SIGSTOP)  # type: ignore[union-attr]
+    try:
+        on_primary.execute_command("CLIENT", "KILL", "TYPE", "replica")
+        with db.cursor() as cur:
+            cur.execute("UPDATE users SET full_name = CONCAT('F', full_name) WHERE id = 77")
+        wait_for(lambda: on_primary.exists(key) == 0, 10, "the invalidator's delete on the primary")
+        primary.kill()
+    finally:
+        os.kill(replica.proc.pid, signal.SIGCONT)  # type: ignore[union-attr]
+
+    # The hole is real: the replica never got the delete.
+    reader = node_client(replica)
+    reader.execute_command("READONLY")
+    assert reader.get(key) == STALE
+
+    wait_for(lambda: role(replica) == "master", 30, "the replica promoted")
+    # ... and closed: the invalidator replays the window onto the new primary.
+    wait_for(lambda: node_client(replica).exists(key) == 0, 15, "the replayed delete",
+             interval=0.05)
+    assert worker.metric('cachetail_invalidator_replays_total{reason="failover"}') >= 1
+    assert "REPLAY (failover)" in worker.log()
+
+    # Still following: a later change is applied on the new topology.
+    client = stack.redis_client()
+    client.set(key, STALE)
+    with db.cursor() as cur:
+        cur.execute("UPDATE users SET full_name = CONCAT('G', full_name) WHERE id = 77")
+    wait_for(lambda: client.exists(key) == 0, 10, "a delete after the failover")
+    client.close()
