@@ -114,7 +114,8 @@ class Applier:
         self._fenced = client.register_script(FENCED_APPLY)
         self._slot_apply = client.register_script(SLOT_APPLY)
         self._state_keys = [keyspace.invalidator_leader(), keyspace.invalidator_position()]
-        self.before_send: Callable[[], None] = lambda: None  # test seam: a pause before a write
+        # test seam: called with each batch right before it is written (a pause goes here)
+        self.before_send: Callable[[Batch], None] = lambda batch: None
 
     # -------------------------------------------------------------- retrying
 
@@ -149,7 +150,7 @@ class Applier:
         saved = position.to_json() if position is not None and self.store.in_redis else b""
 
         def send() -> None:
-            self.before_send()
+            self.before_send(batch)
             if batch.clear_users:
                 self._unlink_matching(self.keyspace.users_pattern())
             if self.cluster:
