@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import subprocess
@@ -11,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from api_support import api_process, free_port
@@ -121,3 +123,36 @@ def test_uvicorn_app_serves_with_a_dotenv(stack, redis_client, tmp_path: Path) -
         terminate(proc)
     assert (first.status_code, first.headers["x-cache"]) == (200, "MISS")
     assert (second.headers["x-cache"], second.content) == ("HIT", first.content)
+
+
+@pytest.mark.redis_kinds("single", "cluster")
+def test_four_workers_200_cold_reads_of_one_id(stack, redis_client, tmp_path: Path) -> None:
+    """200 readers on 200 connections spread over 4 worker processes ask for one cold id
+    at once: the lease makes it one SELECT (at most one per worker), and every reader
+    gets the same bytes."""
+    metrics_dir = tmp_path / "prom-multiproc"
+    metrics_dir.mkdir()
+    env = _clean_env(**stack.api_env(), PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
+                     CACHE_LEASE_WAIT_MS="2000")
+    with api_process(env, tmp_path, "--workers", "4") as (url, proc):
+
+        async def stampede() -> list[httpx.Response]:
+            clients = [httpx.AsyncClient(base_url=url, timeout=20) for _ in range(200)]
+            try:
+                # connect first (each connection lands on some worker), then ask all at once
+                await asyncio.gather(*(c.get("/health") for c in clients))
+                return await asyncio.gather(*(c.get("/user/4321") for c in clients))
+            finally:
+                await asyncio.gather(*(c.aclose() for c in clients))
+
+        answers = asyncio.run(stampede())
+        text = httpx.get(url + "/metrics", timeout=10).text
+        pids = {m.group(1) for f in metrics_dir.iterdir()
+                if (m := re.match(r"counter_(\d+)\.db$", f.name))}
+    assert {a.status_code for a in answers} == {200}
+    assert len({a.content for a in answers}) == 1
+    selects = sum(v for labels, v in _samples(text, "cachetail_mysql_queries_total")
+                  if labels == {"entity": "user", "result": "ok"})
+    print(f"200 cold reads over {len(pids)} workers: {selects:.0f} SELECT(s)")
+    assert len(pids) >= 2, "the readers did not reach several workers"
+    assert 1 <= selects <= 4

@@ -8,6 +8,7 @@ MariaDB (binlog on) and Redis, with a key prefix of their own.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import pytest
@@ -116,4 +117,45 @@ async def test_refresh_mode_serves_the_new_row_as_a_hit(stack: Stack, db, redis_
         assert fresh.headers["x-cache"] == "HIT"  # the invalidator stored it: no miss at all
         nocache = await client.get("/user/777/nocache")
         assert nocache.content == fresh.content  # byte for byte what a cold read serves
+    assert worker.stop() == 0
+
+
+async def test_four_workers_racing_fills_never_store_the_old_row(stack: Stack, db, redis_client,
+                                                                 workers) -> None:
+    """Four API instances (each with its own single-flight, as four processes have) read one
+    cold id at once.  The first holds the lease and is stopped after its SELECT; the row
+    changes and the invalidator voids the lease; the other three, waiting on that lease,
+    see it vanish and read the new row; the first answers its old row and stores nothing."""
+    worker = workers(stack.invalidator_env())
+    key = worker.keyspace.user(655)
+    with db.cursor() as cur:
+        cur.execute("UPDATE users SET full_name = 'Before' WHERE id = 655")
+    wait_for(lambda: worker.metric("cachetail_invalidator_transactions_total") >= 1, what="first change")
+    selected, go_on = asyncio.Event(), asyncio.Event()
+
+    async def hold(filled_key: str) -> None:
+        selected.set()
+        await go_on.wait()
+
+    env = {**stack.api_env(), "CACHE_KEY_PREFIX": worker.prefix, "CACHE_LEASE_WAIT_MS": "5000"}
+    async with contextlib.AsyncExitStack() as apps:
+        first = (await apps.enter_async_context(running(env, after_select=hold)))[1]
+        others = [(await apps.enter_async_context(running(env)))[1] for _ in range(3)]
+        racing = asyncio.create_task(first.get("/user/655"))
+        await asyncio.wait_for(selected.wait(), 10)
+        lease = redis_client.get(key)
+        waiting = [asyncio.create_task(c.get("/user/655")) for c in others]
+        await asyncio.sleep(0.2)  # the three are polling the first one's lease
+        assert not any(t.done() for t in waiting)
+        with db.cursor() as cur:
+            cur.execute("UPDATE users SET full_name = 'After' WHERE id = 655")
+        wait_for(lambda: redis_client.get(key) != lease, what="the invalidator voided the lease")
+        answers = await asyncio.wait_for(asyncio.gather(*waiting), 10)
+        assert [a.json()["full_name"] for a in answers] == ["After"] * 3
+        go_on.set()
+        assert (await racing).json()["full_name"] == "Before"  # true when it was read
+        stored = redis_client.get(key)
+        assert stored is None or b'"After"' in stored  # never the old row
+        for client in [first, *others]:
+            assert (await client.get("/user/655")).json()["full_name"] == "After"
     assert worker.stop() == 0
