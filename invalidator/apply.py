@@ -202,10 +202,11 @@ class Applier:
             results = [self._slot_apply(keys=[self.keyspace.slot_fence(slot), *(k for k, _ in items)],
                                         args=[token, ttl, *(op for _, op in items)])]
         else:
+            # EVAL, not EVALSHA: a promoted replica may not have the script cached yet
             pipe = self.client.pipeline(transaction=False)
             for slot, items in by_slot.items():
-                pipe.eval(SLOT_APPLY, 1 + len(items), self.keyspace.slot_fence(slot),
-                          *(k for k, _ in items), token, ttl, *(op for _, op in items))
+                pipe.execute_command("EVAL", SLOT_APPLY, 1 + len(items), self.keyspace.slot_fence(slot),
+                                     *(k for k, _ in items), token, ttl, *(op for _, op in items))
             results = pipe.execute()
         if not all(results):
             self.leadership.lost.set()

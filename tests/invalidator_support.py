@@ -112,6 +112,21 @@ class WorkerProcess:
             self.proc.wait()
 
 
+def put_all(client: Any, values: dict[str, bytes]) -> None:
+    """SET each key; one pipeline, split by slot on a cluster (MSET must stay in one slot)."""
+    pipe = client.pipeline(transaction=False)
+    for key, value in values.items():
+        pipe.set(key, value)
+    pipe.execute()
+
+
+def get_all(client: Any, keys: list[str]) -> list[bytes | None]:
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.get(key)
+    return list(pipe.execute())
+
+
 def master_position(conn: Any) -> tuple[str, int]:
     with conn.cursor() as cur:
         cur.execute("SHOW MASTER STATUS")

@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from conftest import Stack
-from invalidator_support import master_position, wait_for, workers  # noqa: F401
+from invalidator_support import get_all, master_position, put_all, wait_for, workers  # noqa: F401
 
 STALE = b'{"stale":1}'
 
@@ -36,12 +36,13 @@ def saved_position(r: redis.Redis, ks) -> tuple[str, int] | None:
     return data["log_file"], data["log_pos"]
 
 
+@pytest.mark.redis_kinds("single", "cluster")
 def test_sigkill_mid_stream_and_writes_while_down_lose_nothing(stack: Stack, db, redis_client, workers) -> None:
     w = workers(stack.invalidator_env())
     ks = w.keyspace
     ids = list(range(3001, 3601))
     untouched = list(range(3601, 3651))
-    redis_client.mset({ks.user(i): STALE for i in ids + untouched})
+    put_all(redis_client, {ks.user(i): STALE for i in ids + untouched})
     stop_writing = threading.Event()
     written: list[int] = []
 
@@ -71,7 +72,7 @@ def test_sigkill_mid_stream_and_writes_while_down_lose_nothing(stack: Stack, db,
     assert stop_writing.is_set()
     wait_for(lambda: redis_client.exists(*[ks.user(i) for i in ids]) == 0, 20,
              what="every changed key deleted")
-    assert redis_client.mget([ks.user(i) for i in untouched]) == [STALE] * len(untouched)
+    assert get_all(redis_client, [ks.user(i) for i in untouched]) == [STALE] * len(untouched)
     assert w.metric('cachetail_invalidator_full_invalidations_total{reason="no_position"}') == 0
     assert "resuming from" in w.log()
 
@@ -118,6 +119,7 @@ def test_redis_outage_holds_the_position_and_applies_everything_after(
     wait_for(lambda: w.metric("cachetail_invalidator_streaming") == 1)
 
 
+@pytest.mark.redis_kinds("single", "cluster")
 def test_mariadb_restart_reconnects_from_the_saved_position(stack: Stack, mariadb_factory, redis_client,
                                                             workers) -> None:
     server = mariadb_factory()
@@ -144,6 +146,7 @@ def test_mariadb_restart_reconnects_from_the_saved_position(stack: Stack, mariad
     assert w.stop() == 0
 
 
+@pytest.mark.redis_kinds("single", "cluster")
 def test_purged_binlog_means_full_invalidation_of_owned_keys_only(stack: Stack, mariadb_factory, redis_client,
                                                                    workers) -> None:
     server = mariadb_factory()
@@ -159,7 +162,7 @@ def test_purged_binlog_means_full_invalidation_of_owned_keys_only(stack: Stack, 
         cur.execute("FLUSH BINARY LOGS")
         current, _ = master_position(conn)
         cur.execute("PURGE BINARY LOGS TO %s", (current,))
-    redis_client.mset({ks.user(1): STALE, ks.user(7): STALE, ks.products(): b"x", "foreign:key": b"keep"})
+    put_all(redis_client, {ks.user(1): STALE, ks.user(7): STALE, ks.products(): b"x", "foreign:key": b"keep"})
     w.start()
     assert w.metric('cachetail_invalidator_full_invalidations_total{reason="purged"}') == 1
     assert not redis_client.exists(ks.user(1), ks.user(7), ks.products())
@@ -172,12 +175,13 @@ def test_purged_binlog_means_full_invalidation_of_owned_keys_only(stack: Stack, 
     conn.close()
 
 
+@pytest.mark.redis_kinds("single", "cluster")
 def test_ddl_on_users_clears_user_keys_and_refresh_survives_alter(stack: Stack, mariadb_factory, redis_client,
                                                                   workers) -> None:
     server = mariadb_factory()
     w = workers(env_for(stack, mariadb=server), INVALIDATOR_MODE="refresh")
     ks = w.keyspace
-    redis_client.mset({ks.user(1): STALE, ks.user(2): STALE})
+    put_all(redis_client, {ks.user(1): STALE, ks.user(2): STALE})
     conn = server.connect(database="cachelab", init_command="SET time_zone = '+00:00'",
                           cursorclass=pymysql.cursors.DictCursor)
     with conn.cursor() as cur:
@@ -238,6 +242,7 @@ def test_the_library_never_reconnects_by_itself(stack: Stack, db) -> None:
         stream.close()
 
 
+@pytest.mark.redis_kinds("single", "cluster")
 def test_a_position_of_another_server_is_not_used(stack: Stack, redis_client, workers) -> None:
     w = workers(stack.invalidator_env(), start=False)
     ks = w.keyspace
