@@ -52,9 +52,11 @@ def create_app(settings: ApiSettings, *, after_select: AfterSelect | None = None
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         svc = Services.build(settings, after_select)
         app.state.services = svc
-        log.info("cachetail API: MySQL %s:%s as %s, Redis %s:%s%s", settings.mysql.host,
-                 settings.mysql.port, settings.mysql.user, settings.redis.host,
+        log.info("cachetail API: MySQL %s:%s as %s, Redis %s%s:%s%s", settings.mysql.host,
+                 settings.mysql.port, settings.mysql.user,
+                 "Cluster " if settings.redis.cluster else "", settings.redis.host,
                  settings.redis.port, " (TLS)" if settings.redis.tls else "")
+        await svc.start()
         try:
             yield
         finally:

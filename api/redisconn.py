@@ -86,17 +86,37 @@ class Breaker:
 
 
 class Guard:
-    """Runs Redis calls: counts failures, trips the breaker, raises :class:`RedisUnavailable`."""
+    """Runs Redis calls: counts failures, trips the breaker, raises :class:`RedisUnavailable`.
 
-    def __init__(self, breaker: Breaker) -> None:
+    ``limit``: at most this many calls at once, each waiting at most ``wait_s`` for
+    its turn.  The cluster client needs it: past its per-node connection limit it
+    raises at once where the single-node pool (a BlockingConnectionPool) waits.
+    """
+
+    def __init__(self, breaker: Breaker, limit: int | None = None, wait_s: float = 0.25) -> None:
         self.breaker = breaker
         self._logged_at = float("-inf")
+        self._slots = asyncio.Semaphore(limit) if limit else None
+        self._wait_s = wait_s
 
     async def run(self, operation: str, call: Callable[[], Awaitable[T]], *,
                   probe: bool = False) -> T:
         if self.breaker.is_open and not probe:
             REDIS_SKIPPED.labels(operation).inc()
             raise RedisUnavailable(operation, "CircuitOpen")
+        if self._slots is None:
+            return await self._call(operation, call, probe)
+        try:
+            await asyncio.wait_for(self._slots.acquire(), self._wait_s)
+        except asyncio.TimeoutError:  # a busy worker, not a dead server: no breaker trip
+            REDIS_ERRORS.labels(operation).inc()
+            raise RedisUnavailable(operation, "PoolExhausted") from None
+        try:
+            return await self._call(operation, call, probe)
+        finally:
+            self._slots.release()
+
+    async def _call(self, operation: str, call: Callable[[], Awaitable[T]], probe: bool) -> T:
         try:
             result = await call()
         except (RedisError, OSError, asyncio.TimeoutError) as exc:

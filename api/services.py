@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 from redis.asyncio import Redis, RedisCluster
@@ -9,9 +10,11 @@ from starlette.requests import Request
 
 from api.cache import AfterSelect, Cache
 from api.db import Database
-from api.redisconn import Breaker, Guard, build_client
+from api.redisconn import Breaker, Guard, RedisUnavailable, build_client
 from api.settings import ApiSettings
 from cachetail.keyspace import Keyspace
+
+log = logging.getLogger("api")
 
 
 @dataclass
@@ -28,9 +31,20 @@ class Services:
         keys = Keyspace.from_cache_settings(settings.cache)
         db = Database(settings.mysql, settings.db_pool_size)
         client = build_client(settings.redis)
-        guard = Guard(Breaker(settings.redis_breaker_s))
+        limit = settings.redis.max_connections if settings.redis.cluster else None
+        guard = Guard(Breaker(settings.redis_breaker_s), limit, settings.redis.socket_timeout_s)
         cache = Cache(client, guard, keys, settings.cache, after_select=after_select)
         return cls(settings, keys, db, client, guard, cache)
+
+    async def start(self) -> None:
+        """On a cluster, load the slot map before the first request needs it (a failure
+        here is not fatal: the client loads it on first use, and the guard covers that)."""
+        if isinstance(self.redis, RedisCluster):
+            try:
+                await self.guard.run("connect", self.redis.initialize, probe=True)
+            except RedisUnavailable as exc:
+                log.warning("Redis Cluster not reachable at start (%s); reads go to MySQL until it is",
+                            exc.error_class)
 
     async def close(self) -> None:
         await self.redis.aclose()

@@ -246,8 +246,9 @@ def _wait_http(url: str, proc: subprocess.Popen, what: str, timeout_s: float = 3
 
 
 @pytest.fixture(scope="module")
-def running(stack, tmp_path_factory) -> Iterator[dict[str, str]]:  # type: ignore[no-untyped-def]
-    """The API and the invalidator as subprocesses on free ports against ``stack``."""
+def running(single_stack, tmp_path_factory) -> Iterator[dict[str, str]]:  # type: ignore[no-untyped-def]
+    """The API and the invalidator as subprocesses on free ports against the session's stack."""
+    stack = single_stack
     work = tmp_path_factory.mktemp("bench-run")  # no .env here: settings come from env
     base = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "REDIS_", "CACHE_", "ADMIN_", "INVALIDATOR_", "API_"))}
     base["PYTHONPATH"] = str(ROOT)
@@ -340,3 +341,18 @@ def test_clear_errors_when_the_stack_cannot_be_used(running: dict, tmp_path: Pat
                "--admin-token", "wrong", "--out", str(tmp_path / "c"), timeout=30)
     assert r.returncode == 2 and "token was refused" in r.stderr
     assert r.stderr.strip().count("\n") == 0
+
+
+def test_scaleout_quick_run(tmp_path: Path) -> None:
+    """bench/scaleout.py end to end at smoke size: its own servers, a cluster, two invalidators."""
+    out = tmp_path / "scaleout.json"
+    done = subprocess.run([sys.executable, "-m", "bench.scaleout", "--quick", "--json", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    figures = json.loads(out.read_text())
+    assert figures["hits"]["single"]["throughput_rps"] > 0
+    assert figures["hits"]["cluster"]["throughput_rps"] > 0
+    assert all(1 <= n <= 4 for kind in ("single", "cluster") for n in figures["stampede"][kind])
+    assert figures["takeover"]["kills"] == 2
+    assert 0 < figures["takeover"]["to_change_applied_s"]["max"] < 10
+    assert "ratio cluster / single" in done.stdout

@@ -478,7 +478,7 @@ def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     base_env = {k: v for k, v in os.environ.items()
                 if not k.startswith(("DB_", "REDIS_", "CACHE_", "API_", "INVALIDATOR_", "ADMIN_"))}
     try:
-        stack = request.getfixturevalue("stack")
+        stack = request.getfixturevalue("single_stack")
         import redis as redis_lib
         redis_lib.Redis(host=stack.redis.host, port=stack.redis.port).flushdb()
         env = {**base_env, **stack.api_env(), "API_HOST": "127.0.0.1", "API_PORT": str(api_port)}

@@ -54,8 +54,8 @@ stat("5xx ratio", "Share of requests answered 5xx (alert CachetailApi5xx above 1
 stat("Redis bypasses/s", "Reads answered from MySQL because Redis failed or timed out (X-Cache: BYPASS).",
      f'sum(rate(cachetail_cache_lookups_total{{result="bypass"}}[{RI}])) or vector(0)', 12, y, unit="reqps",
      steps=[{"color": "green", "value": None}, {"color": "red", "value": 0.01}])
-stat("Invalidator following", "1 when every invalidator is connected and following the binlog (cachetail_invalidator_streaming), 0 when one is not or is down.",
-     'min((up{job="cachetail-invalidator"} * on (job, instance) cachetail_invalidator_streaming) or up{job="cachetail-invalidator"})', 16, y,
+stat("Leader following", "1 when the invalidator holding the leader lease is up and following the binlog; 0 when no invalidator leads or the leader is not connected (alerts CachetailInvalidatorNoLeader, CachetailInvalidatorNotStreaming). Standbys do not count.",
+     'sum(up{job="cachetail-invalidator"} * on (job, instance) cachetail_invalidator_leader * on (job, instance) cachetail_invalidator_streaming) or vector(0)', 16, y,
      steps=[{"color": "red", "value": None}, {"color": "green", "value": 1}],
      mappings=[{"type": "value", "options": {"0": {"text": "NO", "index": 0}, "1": {"text": "yes", "index": 1}}}])
 stat("Invalidator lag", "Seconds between the newest applied binlog event and now (alert CachetailInvalidatorLagging above 30 s).",
@@ -121,6 +121,14 @@ ts("Binlog position", "File index and byte offset of the last applied transactio
     ('cachetail_invalidator_binlog_position', "offset {{instance}}")], 12, y, unit="none")
 panels[-1]["fieldConfig"]["overrides"] = [{"matcher": {"id": "byRegexp", "options": "^offset .*"},
                                           "properties": [{"id": "unit", "value": "decbytes"}, {"id": "custom.axisPlacement", "value": "right"}]}]
+y += 8
+ts("Leadership", "Which invalidator holds the leader lease (1) and which stand by (0), one line per host. Exactly one should be 1; a change of line is a takeover.",
+   [('cachetail_invalidator_leader', "leader {{instance}}")], 0, y, unit="none", minv=0, maxv=1)
+ts("Takeovers, lost leases and failover replays", "Per interval: leases acquired (a start or a takeover), leases lost while leading (expired, taken, fenced off), and binlog windows replayed after a Redis Cluster failover.",
+   [(f'sum by (instance) (increase(cachetail_invalidator_takeovers_total[{RI}]))', "takeover {{instance}}"),
+    (f'sum by (instance) (increase(cachetail_invalidator_leadership_lost_total[{RI}]))', "lost {{instance}}"),
+    (f'sum by (reason) (increase(cachetail_invalidator_replays_total[{RI}]))', "replay {{reason}}")],
+   12, y, unit="short", bars=True)
 
 dash = {
     "__requires": [{"type": "grafana", "id": "grafana", "name": "Grafana", "version": "9.0.0"},
