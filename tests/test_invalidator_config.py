@@ -30,6 +30,8 @@ def test_defaults_and_overrides() -> None:
     assert (s.server_id, s.mode, s.metrics_host, s.metrics_port, s.position_store) == (
         4242, "delete", "127.0.0.1", 9101, "redis")
     assert s.state_dir == Path(".state/invalidator") and s.heartbeat_s == 2.0
+    assert (s.lease_s, s.replay_window_s, s.redis.cluster) == (5.0, 300.0, False)
+    assert s.identity.endswith("/4242") and " " not in s.identity  # the lease value's owner field
     s = InvalidatorSettings.from_env({**BASE, "INVALIDATOR_DB_USER": "inv", "INVALIDATOR_DB_PASSWORD": "pw",
                                       "DB_PASSWORD": "api-pw", "INVALIDATOR_MODE": "Refresh"})
     assert (s.mysql.user, s.mysql.password.reveal(), s.mode) == ("inv", "pw", "refresh")
@@ -44,6 +46,10 @@ def test_defaults_and_overrides() -> None:
     ({**BASE, "INVALIDATOR_METRICS_PORT": "http"}, "INVALIDATOR_METRICS_PORT"),
     ({**BASE, "INVALIDATOR_POSITION_STORE": "s3"}, "INVALIDATOR_POSITION_STORE"),
     ({**BASE, "INVALIDATOR_HEARTBEAT_S": "0"}, "INVALIDATOR_HEARTBEAT_S"),
+    ({**BASE, "INVALIDATOR_LEASE_S": "0.1"}, "INVALIDATOR_LEASE_S"),
+    ({**BASE, "INVALIDATOR_REPLAY_WINDOW_S": "soon"}, "INVALIDATOR_REPLAY_WINDOW_S"),
+    ({**BASE, "REDIS_CLUSTER": "maybe"}, "REDIS_CLUSTER"),
+    ({**BASE, "REDIS_CLUSTER": "1", "REDIS_DB": "3"}, "REDIS_DB"),
 ])
 def test_bad_settings_name_their_variable(env: dict[str, str], name: str) -> None:
     with pytest.raises(SettingsError) as err:

@@ -21,6 +21,17 @@ def test_keys_share_a_hash_slot_where_scripts_need_it() -> None:
     assert KEYS.products() != KEYS.products("all")
 
 
+def test_invalidator_state_shares_one_slot_and_slot_fences_land_in_their_slot() -> None:
+    state = [KEYS.invalidator_position(), KEYS.invalidator_leader(), KEYS.invalidator_fence()]
+    assert len({keyspace.key_slot(k) for k in state}) == 1  # one script checks the lease and saves
+    for slot in (0, 1, 5461, 12182, 16383):
+        assert keyspace.key_slot(KEYS.slot_fence(slot)) == slot
+    assert keyspace.key_slot(KEYS.user(42)) == keyspace.key_slot("{u:42}")
+    assert all(KEYS.is_state(k.encode()) for k in state + [KEYS.products_generation(), KEYS.slot_fence(9)])
+    assert not KEYS.is_state(KEYS.user(42).encode())
+    assert not KEYS.is_state(KEYS.products("fence").encode())
+
+
 def test_serializer_is_compact_utc_and_keeps_decimals_exact() -> None:
     row = {"id": 7, "name": "Kettle", "description": None, "price": decimal.Decimal("10.10"),
            "stock": 3, "category": "home", "created_at": dt.datetime(2024, 1, 1, 1, 0),
