@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import secrets
 import signal
 import statistics
@@ -237,7 +238,7 @@ def takeover(s: Servers, args: argparse.Namespace, work: Path) -> dict[str, Any]
         for n in range(args.kills):
             key = ks.user(500 + n)
             client.set(key, b'{"stale":true}')
-            time.sleep(args.lease / 2)  # somewhere inside a renewal period
+            time.sleep(random.uniform(0.2, args.lease))  # any point of the renewal cycle
             leader.kill()
             killed = time.monotonic()
             with db.cursor() as cur:

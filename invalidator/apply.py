@@ -134,6 +134,8 @@ class Applier:
                 self.on_wait()
                 if self.stop.wait(next(delays)):
                     raise Stopped from exc
+                if self.leadership.lost.is_set():  # a standby that reaches Redis may lead now
+                    raise LostLeadership("Redis unreachable for longer than the lease") from exc
                 continue
             if not self.redis_ok:
                 log.warning("redis is back; %s done", what)
