@@ -209,19 +209,24 @@ class RedisCluster:
                 "--cluster-node-timeout", str(self.node_timeout_ms),
                 # the test-fast timeout must not make a briefly paused replica ineligible
                 "--cluster-replica-validity-factor", "0")
-        for i in range(self.masters * (1 + self.replicas)):
-            # the bus port is given: port + 10000 may be taken, or past 65535
-            bus = ("--cluster-port", str(free_port()))
-            node = RedisServer(self.base_dir / f"node{i}", extra_args=args + bus)
-            node.start()
-            self.nodes.append(node)
-        addresses = [f"{n.host}:{n.port}" for n in self.nodes]
-        done = subprocess.run([find_binary("redis-cli"), "--cluster", "create", *addresses,
-                               "--cluster-replicas", str(self.replicas), "--cluster-yes"],
-                              capture_output=True, text=True, timeout=timeout_s)
-        if done.returncode != 0:
-            raise DevStackError(f"redis-cli --cluster create failed:\n{done.stdout[-1500:]}{done.stderr[-800:]}")
-        self.wait_ok(timeout_s)
+        try:
+            for i in range(self.masters * (1 + self.replicas)):
+                # the bus port is given: port + 10000 may be taken, or past 65535
+                bus = ("--cluster-port", str(free_port()))
+                node = RedisServer(self.base_dir / f"node{i}", extra_args=args + bus)
+                self.nodes.append(node)
+                node.start()
+            addresses = [f"{n.host}:{n.port}" for n in self.nodes]
+            done = subprocess.run([find_binary("redis-cli"), "--cluster", "create", *addresses,
+                                   "--cluster-replicas", str(self.replicas), "--cluster-yes"],
+                                  capture_output=True, text=True, timeout=timeout_s)
+            if done.returncode != 0:
+                raise DevStackError("redis-cli --cluster create failed:\n"
+                                    f"{done.stdout[-1500:]}{done.stderr[-800:]}")
+            self.wait_ok(timeout_s)
+        except BaseException:
+            self.kill()  # no node outlives a failed start
+            raise
 
     def wait_ok(self, timeout_s: float = 30) -> None:
         """Until every running node reports cluster_state:ok and agrees on the primaries."""

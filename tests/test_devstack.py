@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from cachetail.devstack import RedisCluster
 from conftest import API_PASSWORD, INVALIDATOR_PASSWORD, Stack
 
 import pymysql
@@ -60,3 +61,21 @@ def test_invalidator_account_reads_the_binlog_position(stack: Stack) -> None:
         with pytest.raises(pymysql.err.OperationalError):
             cur.execute("DELETE FROM cachelab.users WHERE id = 1")
     conn.close()
+
+
+def test_the_cluster_has_three_primaries_with_a_replica_each_on_loopback(cluster_stack: Stack) -> None:
+    cluster = cluster_stack.redis
+    assert isinstance(cluster, RedisCluster)
+    primaries = cluster.primaries()
+    assert len(primaries) == 3 and len(cluster.nodes) == 6
+    for primary in primaries:
+        (replica,) = cluster.replicas_of(primary)
+        assert replica not in primaries
+        info = cluster.cli(primary, "INFO", "replication")
+        assert "connected_slaves:1" in info and "state=online" in info
+    assert {n.host for n in cluster.nodes} == {"127.0.0.1"}
+    # every node listens on loopback only, its bus port too
+    for node in cluster.nodes:
+        assert cluster.cli(node, "CONFIG", "GET", "bind").split()[1] == "127.0.0.1"
+    key = "ct:{u:42}"
+    assert cluster.primary_for(key) in primaries
