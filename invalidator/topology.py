@@ -1,12 +1,15 @@
-"""Redis Cluster: notice a failover and say since when acknowledged writes may be lost.
+"""Notice that Redis may have lost acknowledged writes, and say since when.
 
 Redis replicates asynchronously.  A DEL the old primary acknowledged but had
 not yet sent to its replica is gone once that replica is promoted, and the
-value it deleted is back.  The invalidator closes that hole by replaying the
+value it deleted is back.  The same happens behind one endpoint (ElastiCache
+Multi-AZ promoting a replica) and when a server restarts from a snapshot older
+than its last writes.  The invalidator closes that hole by replaying the
 binlog from a point every replica had already reached.
 
 Every ``interval_s`` this watch asks the cluster for its slot map (CLUSTER
-SLOTS) and each primary for its replication offsets (INFO replication).  At
+SLOTS) — a single node counts as one primary serving every slot, known by its
+``run_id`` — and each primary for its replication offsets (INFO replication).  At
 poll time ``t`` it notes the primary's ``master_repl_offset``; once every
 online replica's acknowledged offset has reached it, every write the primary
 acknowledged before ``t`` is on every replica: the primary is *safe until t*.
@@ -79,12 +82,19 @@ class FailoverWatch:
             if replaced:
                 safe = [self.safe_until.get(node) for node in replaced]
                 since = None if None in safe else min(s for s in safe if s is not None)
-                log.error("Redis Cluster failover: primary %s replaced; writes acknowledged after"
-                          " it was last seen in sync may be lost", ", ".join(sorted(replaced)))
+                log.error("Redis primary %s replaced (failover or restart); writes acknowledged"
+                          " after it was last seen in sync may be lost", ", ".join(sorted(replaced)))
                 self.on_failover(since, "failover")
         self.view = view
 
     def _slots(self) -> list[tuple[int, int, str, Address]] | None:
+        if not self.settings.cluster:  # one server: a new run_id is a new server
+            address = self._known[0]
+            try:
+                run_id = self._client(address).info("server")["run_id"]
+            except (redis.RedisError, OSError, KeyError):
+                return None
+            return [(0, 16383, _text(run_id), address)]
         for address in list(self._known):
             try:
                 reply = self._client(address).execute_command("CLUSTER", "SLOTS")

@@ -5,8 +5,8 @@ one fenced script at its XID (on a cluster: the keys slot by slot, then the
 position); the position is never saved inside a transaction and never ahead
 of what Redis acknowledged.  A restart, a reconnect or a takeover by a
 standby resumes from the last such position and may re-apply work (deletes
-are idempotent).  On Redis Cluster a failover makes the worker replay the
-window whose writes the promoted replica may not have (see topology.py).
+are idempotent).  A Redis failover or restart makes the worker replay the
+window whose writes the new primary may not have (see topology.py).
 """
 
 from __future__ import annotations
@@ -137,8 +137,7 @@ class Worker:
             self.position = self.saved = None
             self.ring.clear()
             self.replay_since = self.replay_until = None
-            if self.settings.redis.cluster:
-                watch = FailoverWatch(self.settings.redis, self.request_replay).start()
+            watch = FailoverWatch(self.settings.redis, self.request_replay).start()
             position = self.initial_position()
             self.note(position)
             sd_notify("STATUS=leader: following the binlog")

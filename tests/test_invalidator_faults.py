@@ -209,7 +209,7 @@ def test_sigterm_while_redis_is_down_exits_0_without_advancing(stack: Stack, db,
         assert w.stop() == 0
     finally:
         cache.proc.send_signal(signal.SIGCONT)
-    # A MULTI/EXEC that timed out on the client may still run once Redis wakes up: then it ran
+    # A script call that timed out on the client may still run once Redis wakes up: then it ran
     # whole (deletes and position together).  Never the position without the deletes.
     # One MGET: both read at the same instant, even while Redis drains the worker's buffered pipeline.
     raw, value = r.mget([w.keyspace.invalidator_position(), w.keyspace.user(31)])

@@ -16,7 +16,7 @@ from conftest import Stack
 from invalidator.apply import Batch
 from invalidator.settings import InvalidatorSettings
 from invalidator.worker import Worker
-from invalidator_support import unique_prefix, wait_for, workers  # noqa: F401
+from invalidator_support import master_position, unique_prefix, wait_for, workers  # noqa: F401
 
 pytestmark = pytest.mark.redis_kinds("single", "cluster")
 STALE = b'{"stale":true}'
@@ -111,6 +111,10 @@ def test_a_paused_old_leader_cannot_apply_old_work_or_move_the_position(
             cur.execute("UPDATE users SET full_name = 'New Image' WHERE id = 640")
         wait_for(lambda: b"New Image" in (redis_client.get(ks.user(640)) or b""), 10,
                  "the new leader applying a newer row")
+        # on a cluster the position follows the keys in a second step: wait until it is saved
+        head = master_position(db)
+        wait_for(lambda: (json.loads(redis_client.get(ks.invalidator_position()))["log_pos"]
+                          == head[1]), 10, "the new leader's position saved")
         position = redis_client.get(ks.invalidator_position())
         assert leader_of(new) == 1
 

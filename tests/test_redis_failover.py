@@ -1,10 +1,11 @@
-"""Redis Cluster failover: an acknowledged delete lost with its primary does not resurrect a row.
+"""Redis losing acknowledged writes does not bring a deleted row back.
 
-Redis replicates asynchronously.  The test forces the loss: the replica is
-paused and cut off, the invalidator deletes a stale value on the primary, the
-primary is killed, the replica resumes and is promoted still holding the stale
-value.  The invalidator must notice the new primary and replay the binlog
-window the replica missed.
+Redis replicates asynchronously.  The cluster test forces the loss: the replica
+is paused and cut off, the invalidator deletes a stale value on the primary,
+the primary is killed, the replica resumes and is promoted still holding the
+stale value.  The invalidator must notice the new primary and replay the
+binlog window the replica missed.  The single-node test restarts a server
+from a snapshot older than the invalidator's last delete.
 """
 
 from __future__ import annotations
@@ -76,3 +77,31 @@ def test_a_delete_lost_in_a_failover_is_replayed(single_stack: Stack, cluster_fa
         cur.execute("UPDATE users SET full_name = CONCAT('G', full_name) WHERE id = 77")
     wait_for(lambda: client.exists(key) == 0, 10, "a delete after the failover")
     client.close()
+
+
+def test_a_redis_restarted_from_an_older_snapshot_is_invalidated(single_stack: Stack, redis_factory,
+                                                                db, workers) -> None:
+    """One node, persistence on: the snapshot holds a value the invalidator deleted after it
+    was taken.  A restart loads it back (with the old lease and position).  The invalidator
+    sees a new server behind the address and, unable to bound what was lost (no replica was
+    ever in sync), drops every cached key."""
+    cache = redis_factory()
+    env = {**single_stack.invalidator_env(), "REDIS_HOST": cache.host, "REDIS_PORT": str(cache.port),
+           "INVALIDATOR_LEASE_S": "30"}  # the restored lease is still ours: only the watch helps
+    worker = workers(env)
+    client = node_client(cache)
+    key = worker.keyspace.user(78)
+    client.set(key, STALE)
+    client.save()  # the snapshot: stale value, lease, position
+    with db.cursor() as cur:
+        cur.execute("UPDATE users SET full_name = CONCAT('S', full_name) WHERE id = 78")
+    wait_for(lambda: client.exists(key) == 0, 10, "the invalidator's delete")
+    cache.kill()
+    cache.start()  # loads dump.rdb: the deleted value is back
+    client = node_client(cache)
+    wait_for(lambda: client.exists(key) == 0, 15, "the restored stale value dropped", interval=0.05)
+    assert worker.metric('cachetail_invalidator_full_invalidations_total{reason="failover_window"}') == 1
+    with db.cursor() as cur:  # and it goes on applying changes
+        client.set(key, STALE)
+        cur.execute("UPDATE users SET full_name = CONCAT('T', full_name) WHERE id = 78")
+    wait_for(lambda: client.exists(key) == 0, 10, "a delete after the restart")
