@@ -106,7 +106,9 @@ def test_refresh_stores_the_bytes_a_cold_read_stores(stack: Stack, db, redis_cli
     ks = w.keyspace
     redis_client.set(ks.user(21), LEASE + b"some-fill-token", px=5000)  # an in-flight fill
     with db.cursor() as cur:
-        cur.execute("UPDATE users SET full_name = 'Zoë Ünïcode 🚀', updated_at = NOW() WHERE id = 21")
+        # a name new on every run: the session's MariaDB is shared by both Redis kinds
+        cur.execute("UPDATE users SET full_name = %s, updated_at = NOW() WHERE id = 21",
+                    (f"Zoë Ünïcode 🚀 {w.prefix}",))
         cur.execute("INSERT INTO users (username, email, full_name, created_at) VALUES"
                     " ('inv_refresh', 'r@x', 'R', '2038-01-19 03:14:07')")
         new_id = cur.lastrowid
