@@ -212,6 +212,10 @@ class RedisSettings:
     socket_timeout_s: float
     max_connections: int
     cluster: bool = False  # REDIS_HOST:REDIS_PORT is a cluster node (or configuration endpoint)
+    # Opening a pooled connection, once per connection: under a burst the event loop
+    # may be busy for longer than one command's timeout, and a connect timed out
+    # trips the API's breaker.
+    connect_timeout_s: float = 1.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> RedisSettings:
@@ -230,6 +234,7 @@ class RedisSettings:
             socket_timeout_s=r.float("REDIS_TIMEOUT_S", 0.25, lo=0.01, hi=30),
             max_connections=r.int("REDIS_MAX_CONNECTIONS", 64, lo=1, hi=10_000),
             cluster=cluster,
+            connect_timeout_s=r.float("REDIS_CONNECT_TIMEOUT_S", 1.0, lo=0.01, hi=30),
         )
 
     def client_kwargs(self) -> dict[str, object]:
@@ -238,7 +243,7 @@ class RedisSettings:
             "host": self.host,
             "port": self.port,
             "socket_timeout": self.socket_timeout_s,
-            "socket_connect_timeout": self.socket_timeout_s,
+            "socket_connect_timeout": self.connect_timeout_s,
         }
         if not self.cluster:
             kwargs["db"] = self.db
