@@ -4,6 +4,8 @@ GET → hit; miss → lease (SET NX PX), SELECT, compare-and-set store that fail
 if an invalidation removed or replaced the lease; someone else's lease → wait
 briefly, then read MySQL without storing.  Concurrent misses of one key in this
 process share one fill (single-flight), so N cold readers cost one SELECT.
+
+Hot reads (GET, MGET) go through the worker's lean connection (api/lean.py).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any, TypeVar, cast
 
 from redis.asyncio import Redis
 
+from api.lean import LeanRedis
 from api.redisconn import Guard, RedisUnavailable
 from cachetail import keyspace
 from cachetail.keyspace import Keyspace, is_lease, is_negative, stamp, unstamp
@@ -46,8 +49,9 @@ class Answer:
 
 class Cache:
     def __init__(self, client: Redis, guard: Guard, keys: Keyspace, settings: CacheSettings,
-                 *, after_select: AfterSelect | None = None) -> None:
+                 *, after_select: AfterSelect | None = None, lean: LeanRedis | None = None) -> None:
         self._redis = client
+        self._lean = lean
         self._guard = guard
         self._keys = keys
         self._lease_ms = settings.lease_ms
@@ -149,10 +153,16 @@ class Cache:
     # ----------------------------------------------------------------- common
 
     async def _get(self, key: str) -> bytes | None:
+        if self._lean is not None:
+            return await self._lean.get(key)
         return cast("bytes | None", await self._redis.get(key))
 
     async def _mget_list(self, key: str) -> tuple[bytes | None, bytes | None]:
-        gen, value = await self._redis.mget(self._keys.products_generation(), key)
+        gen_key = self._keys.products_generation()
+        if self._lean is not None:
+            gen, value = await self._lean.mget(gen_key, key)
+        else:
+            gen, value = await self._redis.mget(gen_key, key)
         return cast("bytes | None", gen), cast("bytes | None", value)
 
     async def _load_holding(self, key: str, token: bytes, load: Callable[[], Awaitable[T]]) -> T:

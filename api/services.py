@@ -9,6 +9,7 @@ from starlette.requests import Request
 
 from api.cache import AfterSelect, Cache
 from api.db import Database
+from api.lean import LeanRedis
 from api.redisconn import Breaker, Guard, build_client
 from api.settings import ApiSettings
 from cachetail.keyspace import Keyspace
@@ -22,6 +23,7 @@ class Services:
     redis: Redis
     guard: Guard
     cache: Cache
+    lean: LeanRedis | None = None  # the hot reads' connection (None: redis-py's, on a cluster)
 
     @classmethod
     def build(cls, settings: ApiSettings, after_select: AfterSelect | None = None) -> Services:
@@ -29,10 +31,13 @@ class Services:
         db = Database(settings.mysql, settings.db_pool_size)
         client = build_client(settings.redis)
         guard = Guard(Breaker(settings.redis_breaker_s))
-        cache = Cache(client, guard, keys, settings.cache, after_select=after_select)
-        return cls(settings, keys, db, client, guard, cache)
+        lean = None if settings.redis_cluster else LeanRedis(settings.redis)
+        cache = Cache(client, guard, keys, settings.cache, after_select=after_select, lean=lean)
+        return cls(settings, keys, db, client, guard, cache, lean)
 
     async def close(self) -> None:
+        if self.lean is not None:
+            await self.lean.close()
         await self.redis.aclose()
         await self.redis.connection_pool.disconnect()
         self.db.close()

@@ -29,6 +29,8 @@ class ApiSettings:
     db_pool_size: int
     redis_breaker_s: float
     health_timeout_s: float
+    # The lean connection (and client tracking) talk to one node: with a cluster, redis-py reads.
+    redis_cluster: bool
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ApiSettings:
@@ -45,4 +47,5 @@ class ApiSettings:
             # After a Redis connection failure, skip Redis for this long (0 = never skip).
             redis_breaker_s=r.float("API_REDIS_BREAKER_S", 1.0, lo=0.0, hi=60.0),
             health_timeout_s=r.float("API_HEALTH_TIMEOUT_S", 1.0, lo=0.05, hi=30.0),
+            redis_cluster=r.bool("REDIS_CLUSTER", False),
         )
