@@ -75,6 +75,22 @@ def lookup_totals() -> dict[str, float]:
     return totals
 
 
+def nearcache_totals() -> dict[str, int]:
+    """The near-caches' figures summed over workers (cachetail_nearcache_*)."""
+    totals = {"workers_tracking": 0.0, "hits": 0.0, "misses": 0.0, "bypasses": 0.0,
+              "entries": 0.0, "bytes": 0.0}
+    lookups = {"hit": "hits", "miss": "misses", "bypass": "bypasses"}
+    gauges = {"cachetail_nearcache_tracking": "workers_tracking",
+              "cachetail_nearcache_entries": "entries", "cachetail_nearcache_bytes": "bytes"}
+    for family in registry().collect():
+        for sample in family.samples:
+            if sample.name in gauges:
+                totals[gauges[sample.name]] += sample.value
+            elif sample.name == "cachetail_nearcache_lookups_total":
+                totals[lookups[sample.labels["result"]]] += sample.value
+    return {name: int(value) for name, value in totals.items()}
+
+
 async def metrics(request: Request) -> Response:
     return Response(generate_latest(registry()), headers={"Content-Type": CONTENT_TYPE_LATEST})
 

@@ -46,8 +46,14 @@ def parse_category(request: Request) -> str | None:
     return category
 
 
+def _headers(answer: Answer) -> dict[str, str]:
+    if answer.tier is None:
+        return {"X-Cache": answer.source}
+    return {"X-Cache": answer.source, "X-Cache-Tier": answer.tier}
+
+
 def _user_answer(answer: Answer, user_id: int) -> Response:
-    headers = {"X-Cache": answer.source}
+    headers = _headers(answer)
     if answer.body is None:
         return json_error(404, "not_found", f"no user with id {user_id}", headers)
     return Response(answer.body, media_type=JSON, headers=headers)
@@ -83,4 +89,4 @@ async def products(request: Request) -> Response:
         return serialize_products(await svc.db.product_rows(category))
 
     answer = await svc.cache.products(category, load)
-    return Response(answer.body, media_type=JSON, headers={"X-Cache": answer.source})
+    return Response(answer.body, media_type=JSON, headers=_headers(answer))

@@ -10,8 +10,10 @@ from starlette.requests import Request
 from api.cache import AfterSelect, Cache
 from api.db import Database
 from api.lean import LeanRedis
+from api.nearcache import NearCache
 from api.redisconn import Breaker, Guard, build_client
 from api.settings import ApiSettings
+from api.tracking import Tracker, start_tracking
 from cachetail.keyspace import Keyspace
 
 
@@ -24,6 +26,8 @@ class Services:
     guard: Guard
     cache: Cache
     lean: LeanRedis | None = None  # the hot reads' connection (None: redis-py's, on a cluster)
+    near: NearCache | None = None
+    tracker: Tracker | None = None
 
     @classmethod
     def build(cls, settings: ApiSettings, after_select: AfterSelect | None = None) -> Services:
@@ -32,10 +36,14 @@ class Services:
         client = build_client(settings.redis)
         guard = Guard(Breaker(settings.redis_breaker_s))
         lean = None if settings.redis_cluster else LeanRedis(settings.redis)
-        cache = Cache(client, guard, keys, settings.cache, after_select=after_select, lean=lean)
-        return cls(settings, keys, db, client, guard, cache, lean)
+        near, tracker = start_tracking(settings, keys)  # in the lifespan: on the running loop
+        cache = Cache(client, guard, keys, settings.cache, after_select=after_select,
+                      lean=lean, near=near)
+        return cls(settings, keys, db, client, guard, cache, lean, near, tracker)
 
     async def close(self) -> None:
+        if self.tracker is not None:
+            await self.tracker.close()
         if self.lean is not None:
             await self.lean.close()
         await self.redis.aclose()

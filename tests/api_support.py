@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import subprocess
@@ -9,6 +10,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -28,13 +30,32 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+# Settings every running() app gets unless the test gives its own (see ``nearcache``).
+_DEFAULTS: dict[str, str] = {}
+
+
+@pytest.fixture(params=[pytest.param("1", id="near"), pytest.param("0", id="nonear")])
+def nearcache(request: pytest.FixtureRequest, stack: Any) -> Iterator[str]:
+    """Runs a test twice, with the near-cache on and off, in the apps running() starts."""
+    if request.param == "1" and stack.base_env().get("REDIS_CLUSTER") == "1":
+        pytest.skip("the near-cache is always off with REDIS_CLUSTER")
+    _DEFAULTS["NEARCACHE"] = request.param
+    yield request.param
+    _DEFAULTS.pop("NEARCACHE", None)
+
+
 @contextlib.asynccontextmanager
 async def running(env: Mapping[str, str], after_select: AfterSelect | None = None,
                   **overrides: str) -> AsyncIterator[tuple[Starlette, httpx.AsyncClient]]:
-    """The app with its lifespan running, and an httpx client talking to it in-process."""
-    settings = ApiSettings.from_env({**env, **overrides})
+    """The app with its lifespan running, and an httpx client talking to it in-process.
+    With a near-cache, once it tracks (when Redis answers): its tests are about it."""
+    settings = ApiSettings.from_env({**env, **_DEFAULTS, **overrides})
     app = create_app(settings, after_select=after_select)
     async with app.router.lifespan_context(app):
+        near = app.state.services.near
+        deadline = time.monotonic() + 2
+        while near is not None and not near.live and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as client:
             yield app, client
