@@ -8,15 +8,22 @@ MariaDB (binlog on) and Redis, with a key prefix of their own.
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 
 import pytest
 
-from api_support import anyio_backend, running  # noqa: F401
+from api_support import anyio_backend, nearcache, running  # noqa: F401
 from conftest import Stack
 from invalidator_support import wait_for, workers  # noqa: F401
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(autouse=True)
+def _near_on_and_off(nearcache: str) -> str:
+    """Every test here runs with the near-cache on and with it off."""
+    return nearcache
 
 
 async def eventually(read, expect, timeout_s: float = 5.0):  # type: ignore[no-untyped-def]
@@ -31,15 +38,16 @@ async def eventually(read, expect, timeout_s: float = 5.0):  # type: ignore[no-u
 
 async def test_changes_reach_readers_through_the_api(stack: Stack, db, redis_client, workers) -> None:
     worker = workers(stack.invalidator_env())
+    changed = f"Changed In SQL {worker.prefix}"  # new on every run (the session shares MariaDB)
     async with running(stack.api_env(), CACHE_KEY_PREFIX=worker.prefix) as (_, client):
         with db.cursor() as cur:
             # A cached row, then an UPDATE: the next read has the new row.
             first = await client.get("/user/321")
             assert (await client.get("/user/321")).headers["x-cache"] == "HIT"
-            cur.execute("UPDATE users SET full_name = 'Changed In SQL' WHERE id = 321")
+            cur.execute("UPDATE users SET full_name = %s WHERE id = 321", (changed,))
             after = await eventually(lambda: client.get("/user/321"),
-                                     lambda r: r.json()["full_name"] == "Changed In SQL")
-            assert after.json()["full_name"] == "Changed In SQL" != first.json()["full_name"]
+                                     lambda r: r.json()["full_name"] == changed)
+            assert after.json()["full_name"] == changed != first.json()["full_name"]
 
             # DELETE -> 404, then INSERT of that id after the 404 was cached -> 200.
             cur.execute("INSERT INTO users (username, email, full_name) VALUES ('e2e', 'e@x', 'E')")
@@ -64,10 +72,11 @@ async def test_changes_reach_readers_through_the_api(stack: Stack, db, redis_cli
                 assert (await client.get(path)).headers["x-cache"] == "HIT"
             cur.execute("SELECT id, category FROM products WHERE category = 'books' ORDER BY id LIMIT 1")
             book_id, _ = cur.fetchone()
-            cur.execute("UPDATE products SET price = 12345.67 WHERE id = %s", (book_id,))
+            price = f"{random.randint(10_000, 99_999)}.{random.randint(10, 99)}"  # a real change
+            cur.execute("UPDATE products SET price = %s WHERE id = %s", (price, book_id))
 
             def has_new_price(r) -> bool:  # type: ignore[no-untyped-def]
-                return any(p["id"] == book_id and p["price"] == "12345.67" for p in r.json())
+                return any(p["id"] == book_id and p["price"] == price for p in r.json())
 
             for path in variants[:2]:
                 fresh = await eventually(lambda: client.get(path), has_new_price)
