@@ -17,8 +17,7 @@ import functools
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Hashable
-from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import Any, NamedTuple, TypeVar, cast
 
 from redis.asyncio import Redis
 
@@ -51,8 +50,7 @@ _POLL_MAX_S = 0.025
 NEAR, REDIS = "near", "redis"  # where a hit came from (the X-Cache-Tier header)
 
 
-@dataclass(frozen=True)
-class Answer:
+class Answer(NamedTuple):  # a tuple: the cheapest record to build on a near-cache hit
     body: bytes | None  # None: no such row
     source: str  # HIT, MISS or BYPASS (the X-Cache header)
     tier: str | None = None  # NEAR or REDIS for a hit
@@ -83,16 +81,16 @@ class Cache:
 
     async def user(self, user_id: int, load: UserLoader) -> Answer:
         started = time.perf_counter()
-        answer = await self._user(self._keys.user(user_id), load)
+        key = self._keys.user(user_id)
+        value = None if self._near is None else self._near.get(key)
+        if value is not None:  # the hot path: nothing to await
+            answer = Answer(None if is_negative(value) else value, HIT, NEAR)
+        else:
+            answer = await self._user(key, load)
         _count("user", answer, started)
         return answer
 
     async def _user(self, key: str, load: UserLoader) -> Answer:
-        near = self._near
-        if near is not None:
-            value = near.get(key)
-            if value is not None:
-                return Answer(None if is_negative(value) else value, HIT, NEAR)
         try:
             value = await self._guard.run("get", lambda: self._tracked_get(key))
         except RedisUnavailable:
