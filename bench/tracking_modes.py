@@ -195,10 +195,10 @@ def measure(args: argparse.Namespace, port: int) -> dict[str, Any]:
     res: dict[str, Any] = {}
     for mode in ("bcast", "default"):
         idle = asyncio.run(delays(port, mode, args.workers, args.samples, args.rate))
-        proc = multiprocessing.get_context("spawn").Process(
-            target=churn, args=(port, args.churn, args.samples / args.rate + 3))
+        proc = multiprocessing.get_context("fork").Process(
+            target=churn, args=(port, args.churn, args.samples / args.rate + 1.5))
         proc.start()
-        time.sleep(1.0)
+        time.sleep(0.5)  # the child churns before the first DEL
         try:
             busy = asyncio.run(delays(port, mode, args.workers, args.samples, args.rate))
         finally:
