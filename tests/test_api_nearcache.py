@@ -397,7 +397,7 @@ async def test_off_means_no_tracking_and_no_near_headers(stack, redis_client) ->
 def test_every_worker_is_invalidated(stack, db, redis_client, workers, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """`python -m api --workers 2` and the invalidator: each worker keeps its own near-cache,
     and a write through MySQL or a clear reaches both."""
-    worker = workers(stack.invalidator_env())
+    worker = workers(stack.invalidator_env(), wait_streaming=False)  # starts beside the API
     metrics_dir = tmp_path / "prom-multiproc"
     metrics_dir.mkdir()
     env = {k: v for k, v in os.environ.items()
@@ -415,8 +415,9 @@ def test_every_worker_is_invalidated(stack, db, redis_client, workers, tmp_path)
                 return fresh.get(f"/user/{user_id}")
 
         wait_for(lambda: stats()["workers_tracking"] == 2, what="both workers tracking")
+        wait_for(lambda: worker.metric("cachetail_invalidator_streaming") == 1, 20, "the invalidator")
         with ThreadPoolExecutor(8) as pool:
-            warm = list(pool.map(read, [1 + i % 10 for i in range(200)]))
+            warm = list(pool.map(read, [1 + i % 10 for i in range(120)]))
             assert {r.status_code for r in warm} == {200}
             assert stats()["entries"] > 10  # ten ids, so both workers hold some
             with db.cursor() as cur:
@@ -424,7 +425,7 @@ def test_every_worker_is_invalidated(stack, db, redis_client, workers, tmp_path)
             wait_for(lambda: redis_client.exists(worker.keyspace.user(7)) == 0,
                      what="the invalidator's delete")
             time.sleep(0.05)  # the bound: announced to every worker well within this
-            after = list(pool.map(read, [7] * 40))
+            after = list(pool.map(read, [7] * 30))
             assert {r.json()["full_name"] for r in after} == {name}
             cleared = httpx.post(url + "/cache/clear", timeout=5,
                                  headers={"Authorization": f"Bearer {env['ADMIN_TOKEN']}"})
@@ -432,5 +433,5 @@ def test_every_worker_is_invalidated(stack, db, redis_client, workers, tmp_path)
             time.sleep(0.05)
             assert stats()["entries"] == 0
         hits = stats()["hits"]
-    assert hits > 100
+    assert hits > 50
     assert worker.stop() == 0
