@@ -175,8 +175,9 @@ async def open_connection(settings: RedisSettings, *, name: str, resp3: bool = F
                           on_push: PushHandler | None = None,
                           on_lost: LostHandler | None = None,
                           setup: tuple[bytes, ...] = ()) -> RespConnection:
-    """Connect, authenticate, select the database, name the client, then send ``setup``;
-    all bounded by the socket timeout.  Raises redis-py's ConnectionError/TimeoutError."""
+    """Connect, authenticate, select the database, send ``setup``, name the client; all
+    bounded by the socket timeout.  Raises redis-py's ConnectionError/TimeoutError.  The
+    name only helps operators (CLIENT LIST): an ACL that refuses CLIENT SETNAME is no error."""
     loop = asyncio.get_running_loop()
     timeout = settings.socket_timeout_s
     conn: RespConnection | None = None
@@ -187,12 +188,20 @@ async def open_connection(settings: RedisSettings, *, name: str, resp3: bool = F
             lambda: RespConnection(timeout, on_push, on_lost), settings.host, settings.port,
             ssl=tls_context() if settings.tls else None,
             server_hostname=settings.host if settings.tls else None)
-        replies = [conn.call(command) for command in _handshake(settings, name, resp3) + setup]
-        for reply in replies:
-            try:
-                await reply
-            except ResponseError as exc:  # WRONGPASS, NOAUTH, ...: this server cannot be used
-                raise RedisConnectionError(f"Redis refused the connection setup: {exc}") from None
+        commands = _handshake(settings, resp3) + setup
+        replies = await asyncio.gather(*(conn.call(command) for command in commands),
+                                       conn.call(pack("CLIENT", "SETNAME", name)),
+                                       return_exceptions=True)
+        for reply in replies[:-1]:
+            if isinstance(reply, ResponseError):  # WRONGPASS, NOPERM...: this server cannot be used
+                raise RedisConnectionError(f"Redis refused the connection setup: {reply}")
+            if isinstance(reply, BaseException):
+                raise reply
+        named = replies[-1]
+        if isinstance(named, ResponseError) and str(named).startswith(("NOAUTH", "WRONGPASS")):
+            raise RedisConnectionError(f"Redis refused the connection setup: {named}")
+        if isinstance(named, BaseException) and not isinstance(named, ResponseError):
+            raise named
         return conn
 
     try:
@@ -211,20 +220,19 @@ async def open_connection(settings: RedisSettings, *, name: str, resp3: bool = F
         raise
 
 
-def _handshake(settings: RedisSettings, name: str, resp3: bool) -> tuple[bytes, ...]:
+def _handshake(settings: RedisSettings, resp3: bool) -> tuple[bytes, ...]:
     password = settings.password.reveal() if settings.password else None
+    commands = []
     if resp3:
         hello: list[bytes | str | int] = ["HELLO", 3]
         if password is not None:
             hello += ["AUTH", settings.username or "default", password]
-        return (pack(*hello, "SETNAME", name),)
-    commands = []
-    if password is not None:
+        commands.append(pack(*hello))
+    elif password is not None:
         auth = ("AUTH", settings.username, password) if settings.username else ("AUTH", password)
         commands.append(pack(*auth))
     if settings.db:
         commands.append(pack("SELECT", settings.db))
-    commands.append(pack("CLIENT", "SETNAME", name))
     return tuple(commands)
 
 

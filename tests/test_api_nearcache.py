@@ -296,6 +296,25 @@ async def test_a_hung_redis_ends_tracking_within_the_timeout(stack, redis_factor
     assert timeouts() == [1]
 
 
+async def test_an_acl_without_client_commands_leaves_it_off_and_reads_working(
+        stack, redis_factory, caplog: pytest.LogCaptureFixture) -> None:
+    server = redis_factory(password="admin-pw")
+    admin = redis.Redis(host=server.host, port=server.port, password="admin-pw")
+    admin.acl_setuser("reader", enabled=True, passwords=["+reader-pw"], keys=["*"],
+                      commands=["+@all", "-client"])
+    env = {**stack.api_env(), "REDIS_HOST": server.host, "REDIS_PORT": str(server.port),
+           "REDIS_USERNAME": "reader", "REDIS_PASSWORD": "reader-pw"}
+    with caplog.at_level(logging.WARNING, logger="api"):
+        async with running(env) as (app, client):
+            answers = [await client.get("/user/14") for _ in range(3)]
+            assert not app.state.services.near.live
+    admin.close()
+    assert [r.headers["x-cache"] for r in answers] == ["MISS", "HIT", "HIT"]
+    assert tiers(answers) == [None, "redis", "redis"]
+    assert "cannot establish tracking" in caplog.text and "NOPERM" in caplog.text
+    assert "reader-pw" not in caplog.text
+
+
 # ------------------------------------------------------------------ bounds
 
 
