@@ -196,9 +196,9 @@ class Cache:
         gen_key = self._keys.products_generation()
         if self._lean is not None:
             gen, value = await self._lean.mget(gen_key, key)
-        else:
-            gen, value = await self._redis.mget(gen_key, key)
-        return cast("bytes | None", gen), cast("bytes | None", value)
+            return gen, value
+        found = await self._redis.mget(gen_key, key)
+        return cast("bytes | None", found[0]), cast("bytes | None", found[1])
 
     async def _load_holding(self, key: str, token: bytes, load: Callable[[], Awaitable[T]]) -> T:
         """Load while holding the lease; give the lease back if the load fails."""

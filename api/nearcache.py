@@ -102,7 +102,7 @@ class NearCache:
         return len(self._entries)
 
     @property
-    def bytes(self) -> int:
+    def held_bytes(self) -> int:
         return self._bytes
 
     def __contains__(self, key: str) -> bool:

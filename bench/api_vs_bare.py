@@ -168,8 +168,9 @@ def measure(args: argparse.Namespace, env: dict[str, str], work: Path) -> dict[s
 
 def summarize(res: dict[str, Any]) -> dict[str, Any]:
     def med(name: str, key: str) -> float:
-        return statistics.median(r[name][key] if key == "throughput_rps" else r[name]["latency"][key]
-                                 for r in res["rounds"])
+        return float(statistics.median(
+            r[name][key] if key == "throughput_rps" else r[name]["latency"][key]
+            for r in res["rounds"]))
     out: dict[str, Any] = {name: {"throughput_rps": med(name, "throughput_rps"),
                                   "p50_s": med(name, "p50_s"), "p99_s": med(name, "p99_s")}
                            for name, _ in TARGETS}

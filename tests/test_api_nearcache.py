@@ -343,7 +343,7 @@ async def test_bounded_by_bytes_and_large_values_skipped(stack, redis_client) ->
         for user_id in range(200, 230):
             for _ in range(2):
                 await client.get(f"/user/{user_id}")
-            most = max(most, svc.near.bytes)
+            most = max(most, svc.near.held_bytes)
         held = svc.near.entries
         big = [await client.get("/user/700") for _ in range(3)]
     assert 0 < most <= 4096 and 2 <= held < 30
