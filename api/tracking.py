@@ -92,7 +92,8 @@ class Tracker:
                     self._settings, name=self._name, resp3=True, on_push=self._on_push,
                     on_lost=self._on_lost, setup=(self._tracking,))
             except (RedisError, OSError) as exc:
-                self._log("cannot establish tracking", exc)
+                self._log("near-cache bypassed: cannot establish tracking (%s: %s); retrying",
+                          type(exc).__name__, exc)
             else:
                 self._conn = conn
                 self._near.enable()
@@ -134,14 +135,15 @@ class Tracker:
         if self._near.live:
             reason = "heartbeat" if isinstance(error, RedisTimeoutError) else "disconnected"
             self._near.disable(reason)
-            log.warning("near-cache emptied and bypassed: invalidation connection %s (%s);"
-                        " reconnecting", "timed out" if reason == "heartbeat" else "lost", error)
+            self._log("near-cache emptied and bypassed: invalidation connection %s (%s);"
+                      " reconnecting", "timed out" if reason == "heartbeat" else "lost", error)
 
-    def _log(self, what: str, exc: BaseException) -> None:
+    def _log(self, message: str, *args: object) -> None:
+        # A flapping connection must not flood the log: one line per interval.
         now = time.monotonic()
         if now - self._logged_at >= _LOG_EVERY_S:
             self._logged_at = now
-            log.warning("near-cache bypassed: %s (%s: %s); retrying", what, type(exc).__name__, exc)
+            log.warning(message, *args)
 
 
 def start_tracking(settings: ApiSettings, keys: Keyspace) -> tuple[NearCache | None, Tracker | None]:
