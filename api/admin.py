@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse, Response
 
 from api.db import DatabaseUnavailable
 from api.errors import ApiError
-from api.metrics_endpoint import lookup_totals
+from api.metrics_endpoint import lookup_totals, nearcache_totals
 from api.redisconn import RedisUnavailable
 from api.services import Services, services
 
@@ -57,6 +57,7 @@ async def cache_stats(request: Request) -> Response:
         "hit_rate": round(totals["hit"] / lookups, 4) if lookups else 0.0,
     }
     svc = services(request)
+    body["nearcache"] = {"enabled": svc.near is not None, **nearcache_totals()}
     try:
         body["redis"] = await _redis_stats(svc)
     except RedisUnavailable as exc:
@@ -113,6 +114,8 @@ async def cache_clear(request: Request) -> Response:
         raise ApiError(503, "redis_unavailable",
                        f"Redis failed ({exc.error_class}) after {removed} keys were removed",
                        {"Retry-After": "1"}) from None
+    if svc.tracker is not None:  # this worker's near-cache has dropped them when we answer
+        await svc.tracker.sync()
     return JSONResponse({"removed": removed})
 
 

@@ -4,6 +4,10 @@ GET → hit; miss → lease (SET NX PX), SELECT, compare-and-set store that fail
 if an invalidation removed or replaced the lease; someone else's lease → wait
 briefly, then read MySQL without storing.  Concurrent misses of one key in this
 process share one fill (single-flight), so N cold readers cost one SELECT.
+
+Hot reads (GET, MGET) go through the worker's lean connection (api/lean.py);
+with a near-cache (api/nearcache.py) a user is first looked up in the worker's
+memory, and a GET that finds a value is also a tracked read that may keep it there.
 """
 
 from __future__ import annotations
@@ -13,11 +17,12 @@ import functools
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Hashable
-from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import Any, NamedTuple, TypeVar, cast
 
 from redis.asyncio import Redis, RedisCluster
 
+from api.lean import LeanRedis
+from api.nearcache import NearCache
 from api.redisconn import Guard, RedisUnavailable
 from cachetail import keyspace
 from cachetail.keyspace import Keyspace, is_lease, is_negative, stamp, unstamp
@@ -33,21 +38,34 @@ ListLoader = Callable[[], Awaitable[bytes]]
 # Called between the SELECT and the compare-and-set store, with the key: a seam
 # for tests that must put an invalidation at exactly that point.
 AfterSelect = Callable[[str], Awaitable[None]]
+# Called between a tracked GET's reply and the near-cache keeping it: the same
+# kind of seam, for the race between a reply and its key's invalidation (tests
+# set ``Cache.after_tracked_read``).
+AfterTrackedRead = Callable[[str], Awaitable[None]]
 
 _POLL_FIRST_S = 0.002
 _POLL_MAX_S = 0.025
 
 
-@dataclass(frozen=True)
-class Answer:
+NEAR, REDIS = "near", "redis"  # where a hit came from (the X-Cache-Tier header)
+
+
+class Answer(NamedTuple):  # a tuple: the cheapest record to build on a near-cache hit
     body: bytes | None  # None: no such row
     source: str  # HIT, MISS or BYPASS (the X-Cache header)
+    tier: str | None = None  # NEAR or REDIS for a hit
 
 
 class Cache:
-    def __init__(self, client: Redis | RedisCluster, guard: Guard, keys: Keyspace, settings: CacheSettings,
-                 *, after_select: AfterSelect | None = None) -> None:
+    def __init__(self, client: Redis | RedisCluster, guard: Guard, keys: Keyspace,
+                 settings: CacheSettings, *, after_select: AfterSelect | None = None,
+                 lean: LeanRedis | None = None, near: NearCache | None = None) -> None:
+        if near is not None and lean is None:
+            raise ValueError("the near-cache reads through the lean connection")
         self._redis = client
+        self._lean = lean
+        self._near = near
+        self.after_tracked_read: AfterTrackedRead | None = None
         self._guard = guard
         self._keys = keys
         self._lease_ms = settings.lease_ms
@@ -63,18 +81,39 @@ class Cache:
 
     async def user(self, user_id: int, load: UserLoader) -> Answer:
         started = time.perf_counter()
-        answer = await self._user(self._keys.user(user_id), load)
+        key = self._keys.user(user_id)
+        value = None if self._near is None else self._near.get(key)
+        if value is not None:  # the hot path: nothing to await
+            answer = Answer(None if is_negative(value) else value, HIT, NEAR)
+        else:
+            answer = await self._user(key, load)
         _count("user", answer, started)
         return answer
 
     async def _user(self, key: str, load: UserLoader) -> Answer:
         try:
-            value = await self._guard.run("get", lambda: self._get(key))
+            value = await self._guard.run("get", lambda: self._tracked_get(key))
         except RedisUnavailable:
             return Answer(await self._shared(("bypass", key), load), BYPASS)
         if value is not None and not is_lease(value):
-            return Answer(None if is_negative(value) else value, HIT)
+            return Answer(None if is_negative(value) else value, HIT, REDIS)
         return await self._shared(key, lambda: self._fill_user(key, load))
+
+    async def _tracked_get(self, key: str) -> bytes | None:
+        """GET, and with a live near-cache keep what it found unless the key's
+        invalidation crossed the reply (see api/nearcache.py)."""
+        ticket = None if self._near is None else self._near.begin(key)
+        if ticket is None:
+            return await self._get(key)
+        assert self._near is not None and self._lean is not None
+        value, pttl = None, -2
+        try:
+            value, pttl = await self._lean.get_with_pttl(key)
+            if self.after_tracked_read is not None:
+                await self.after_tracked_read(key)
+        finally:
+            self._near.finish(ticket, value, pttl)
+        return value
 
     async def _fill_user(self, key: str, load: UserLoader) -> Answer:
         token = _token()
@@ -114,7 +153,7 @@ class Cache:
         except RedisUnavailable:
             return Answer(await self._shared(("bypass", key), load), BYPASS)
         if state == FOUND:
-            return Answer(body, HIT)
+            return Answer(body, HIT, REDIS)
         return await self._shared(key, lambda: self._fill_products(key, load))
 
     async def _fill_products(self, key: str, load: ListLoader) -> Answer:
@@ -149,11 +188,17 @@ class Cache:
     # ----------------------------------------------------------------- common
 
     async def _get(self, key: str) -> bytes | None:
+        if self._lean is not None:
+            return await self._lean.get(key)
         return cast("bytes | None", await self._redis.get(key))
 
     async def _mget_list(self, key: str) -> tuple[bytes | None, bytes | None]:
-        gen, value = await self._redis.mget(self._keys.products_generation(), key)
-        return cast("bytes | None", gen), cast("bytes | None", value)
+        gen_key = self._keys.products_generation()
+        if self._lean is not None:
+            gen, value = await self._lean.mget(gen_key, key)
+            return gen, value
+        found = await self._redis.mget(gen_key, key)
+        return cast("bytes | None", found[0]), cast("bytes | None", found[1])
 
     async def _load_holding(self, key: str, token: bytes, load: Callable[[], Awaitable[T]]) -> T:
         """Load while holding the lease; give the lease back if the load fails."""

@@ -10,8 +10,11 @@ from starlette.requests import Request
 
 from api.cache import AfterSelect, Cache
 from api.db import Database
+from api.lean import LeanRedis
+from api.nearcache import NearCache
 from api.redisconn import Breaker, Guard, RedisUnavailable, build_client
 from api.settings import ApiSettings
+from api.tracking import Tracker, start_tracking
 from cachetail.keyspace import Keyspace
 
 log = logging.getLogger("api")
@@ -25,6 +28,9 @@ class Services:
     redis: Redis | RedisCluster
     guard: Guard
     cache: Cache
+    lean: LeanRedis | None = None  # the hot reads' connection (None: redis-py's, on a cluster)
+    near: NearCache | None = None
+    tracker: Tracker | None = None
 
     @classmethod
     def build(cls, settings: ApiSettings, after_select: AfterSelect | None = None) -> Services:
@@ -33,8 +39,11 @@ class Services:
         client = build_client(settings.redis)
         limit = settings.redis.max_connections if settings.redis.cluster else None
         guard = Guard(Breaker(settings.redis_breaker_s), limit, settings.redis.socket_timeout_s)
-        cache = Cache(client, guard, keys, settings.cache, after_select=after_select)
-        return cls(settings, keys, db, client, guard, cache)
+        lean = None if settings.redis.cluster else LeanRedis(settings.redis)
+        near, tracker = start_tracking(settings, keys)  # in the lifespan: on the running loop
+        cache = Cache(client, guard, keys, settings.cache, after_select=after_select,
+                      lean=lean, near=near)
+        return cls(settings, keys, db, client, guard, cache, lean, near, tracker)
 
     async def start(self) -> None:
         """On a cluster, load the slot map before the first request needs it (a failure
@@ -47,6 +56,10 @@ class Services:
                             exc.error_class)
 
     async def close(self) -> None:
+        if self.tracker is not None:
+            await self.tracker.close()
+        if self.lean is not None:
+            await self.lean.close()
         await self.redis.aclose()
         if isinstance(self.redis, Redis):
             await self.redis.connection_pool.disconnect()

@@ -14,7 +14,25 @@ from cachetail.settings import (
     SettingsError,
 )
 
-__all__ = ["ApiSettings", "SettingsError"]
+__all__ = ["ApiSettings", "NearCacheSettings", "SettingsError"]
+
+
+@dataclass(frozen=True)
+class NearCacheSettings:
+    """The per-worker near-cache of users (api/nearcache.py); bounds are per worker."""
+
+    requested: bool
+    max_entries: int
+    max_bytes: int
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> NearCacheSettings:
+        r = Reader(env)
+        return cls(
+            requested=r.bool("NEARCACHE", True),
+            max_entries=r.int("NEARCACHE_MAX_ENTRIES", 100_000, lo=1, hi=100_000_000),
+            max_bytes=r.int("NEARCACHE_MAX_BYTES", 64 * 1024 * 1024, lo=4096, hi=1 << 40),
+        )
 
 
 @dataclass(frozen=True)
@@ -22,6 +40,7 @@ class ApiSettings:
     mysql: MySQLSettings
     redis: RedisSettings
     cache: CacheSettings
+    near: NearCacheSettings
     admin_token: Secret = field(repr=False)
     host: str
     port: int
@@ -30,6 +49,15 @@ class ApiSettings:
     redis_breaker_s: float
     health_timeout_s: float
 
+    @property
+    def redis_cluster(self) -> bool:
+        """Client tracking and the lean connection talk to one node: with a cluster both stay off."""
+        return self.redis.cluster
+
+    @property
+    def nearcache(self) -> bool:
+        return self.near.requested and not self.redis_cluster
+
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ApiSettings:
         r = Reader(env)
@@ -37,6 +65,7 @@ class ApiSettings:
             mysql=MySQLSettings.from_env(env),
             redis=RedisSettings.from_env(env),
             cache=CacheSettings.from_env(env),
+            near=NearCacheSettings.from_env(env),
             admin_token=r.secret("ADMIN_TOKEN", ""),
             host=r.str("API_HOST", "127.0.0.1"),
             port=r.int("API_PORT", 5000, lo=1, hi=65535),

@@ -1,5 +1,9 @@
-"""The baseline for issue 2's benchmark: a bare Starlette endpoint doing one redis.asyncio
-GET of the same key the API would read, returning the stored bytes.
+"""The baselines of the API benchmark (bench/api_vs_bare.py), both bare Starlette:
+
+- ``/user/{id}``: one redis.asyncio GET of the same key the API would read, returning
+  the stored bytes (issue 2's baseline);
+- ``/const/{id}``: constant bytes the size of a user, no I/O at all: the framework's
+  own ceiling (issue 7's baseline).
 
 Run it as the API is run: ``uvicorn bench.bare_app:app --workers 1`` with the API's
 environment (REDIS_*, CACHE_KEY_PREFIX).  Same client construction as the API (a
@@ -21,6 +25,15 @@ from cachetail.keyspace import Keyspace
 from cachetail.settings import CacheSettings, RedisSettings, load_environment
 
 
+CONSTANT = (b'{"id":1,"username":"user00001","email":"user00001@example.com",'
+            b'"full_name":"User Number 00001","created_at":"2024-01-01T00:00:00Z",'
+            b'"updated_at":"2024-01-01T00:00:00Z"}')
+
+
+async def constant(request: Request) -> Response:
+    return Response(CONSTANT, media_type="application/json")
+
+
 async def user(request: Request) -> Response:
     value = await request.app.state.redis.get(request.app.state.keys.user(int(request.path_params["user_id"])))
     if value is None:
@@ -39,4 +52,5 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await app.state.redis.aclose()
 
 
-app = Starlette(routes=[Route("/user/{user_id:int}", user, methods=["GET"])], lifespan=lifespan)
+app = Starlette(routes=[Route("/user/{user_id:int}", user, methods=["GET"]),
+                       Route("/const/{user_id:int}", constant, methods=["GET"])], lifespan=lifespan)

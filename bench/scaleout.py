@@ -44,7 +44,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import wrk  # noqa: E402
-from bench.api_vs_bare import server  # noqa: E402
+from bench.api_vs_bare import servers as started  # noqa: E402
 from bench.promdiff import diff, parse  # noqa: E402
 from bench.scenarios import _burst  # noqa: E402
 from cachetail.devstack import (  # noqa: E402
@@ -98,8 +98,8 @@ def api(env: dict[str, str], work: Path, workers: int = 1) -> Any:
     url = f"http://127.0.0.1:{port}"
     cmd = [sys.executable, "-m", "api", "--host", "127.0.0.1", "--port", str(port), "--workers",
            str(workers), "--no-access-log", "--log-level", "warning"]
-    return server(cmd, {**env, **({"PROMETHEUS_MULTIPROC_DIR": str(work / f"prom-{port}")}
-                                  if workers > 1 else {})}, f"{url}/health", work), url
+    env = {**env, **({"PROMETHEUS_MULTIPROC_DIR": str(work / f"prom-{port}")} if workers > 1 else {})}
+    return started([(cmd, env, f"{url}/health")], work), url
 
 
 # ------------------------------------------------------------------ 1. hits
@@ -111,7 +111,8 @@ def hits(s: Servers, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     with ExitStack() as stack:
         urls = {}
         for kind in ("single", "cluster"):
-            ctx, url = api(s.env(kind), work)
+            # the near-cache (single node only) off: the two Redis clients, like for like
+            ctx, url = api(s.env(kind, NEARCACHE="0"), work)
             stack.enter_context(ctx)
             urls[kind] = url
         http = stack.enter_context(httpx.Client(timeout=10))

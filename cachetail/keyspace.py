@@ -87,6 +87,10 @@ class Keyspace:
         """SCAN pattern matching every user key (the invalidator, after DDL on users)."""
         return f"{self.prefix}:{{u:*"
 
+    def users_prefix(self) -> str:
+        """What every user key starts with: the near-cache's client-tracking prefix."""
+        return f"{self.prefix}:{{u:"
+
     def invalidator_position(self) -> str:
         """The invalidator's saved binlog position (JSON), written with its work."""
         return f"{self.prefix}:{{inv}}:position"

@@ -74,3 +74,58 @@ FILLS_IN_FLIGHT = Gauge(
     namespace=NAMESPACE,
     multiprocess_mode="livesum",
 )
+
+# The near-cache (api/nearcache.py): user entries in each worker's memory, kept
+# true by Redis's client tracking.  cache_lookups_total keeps counting every hit;
+# these say how many of them never left the process, and why entries went.
+NEARCACHE_LOOKUPS = Counter(
+    "nearcache_lookups",
+    "Near-cache lookups of user keys: hit (answered from the worker's memory), miss (read"
+    " from Redis), bypass (not consulted: tracking not established).",
+    ["result"],
+    namespace=NAMESPACE,
+)
+NEARCACHE_FILLS = Counter(
+    "nearcache_fills",
+    "Values read from Redis for the near-cache: stored, invalidated (an invalidation of the"
+    " key crossed the read, so the reply was dropped), too_large (above NEARCACHE_MAX_BYTES).",
+    ["result"],
+    namespace=NAMESPACE,
+)
+NEARCACHE_EVICTIONS = Counter(
+    "nearcache_evictions",
+    "Near-cache entries removed by the worker: capacity (NEARCACHE_MAX_ENTRIES or"
+    " NEARCACHE_MAX_BYTES) or expired (the Redis TTL it was read with ran out).",
+    ["reason"],
+    namespace=NAMESPACE,
+)
+NEARCACHE_INVALIDATIONS = Counter(
+    "nearcache_invalidations",
+    "User keys named by invalidation messages from Redis (any change under the prefix).",
+    namespace=NAMESPACE,
+)
+NEARCACHE_RESETS = Counter(
+    "nearcache_resets",
+    "Near-cache emptied at once: flush (FLUSHALL/FLUSHDB), disconnected (invalidation"
+    " connection lost), heartbeat (no answer on it within REDIS_TIMEOUT_S).",
+    ["reason"],
+    namespace=NAMESPACE,
+)
+NEARCACHE_ENTRIES = Gauge(
+    "nearcache_entries",
+    "Entries held in near-caches (summed over workers).",
+    namespace=NAMESPACE,
+    multiprocess_mode="livesum",
+)
+NEARCACHE_BYTES = Gauge(
+    "nearcache_bytes",
+    "Bytes held in near-caches, keys and values with Python's object overhead (summed over workers).",
+    namespace=NAMESPACE,
+    multiprocess_mode="livesum",
+)
+NEARCACHE_TRACKING = Gauge(
+    "nearcache_tracking",
+    "Workers whose near-cache is in use: invalidation connection up with CLIENT TRACKING on.",
+    namespace=NAMESPACE,
+    multiprocess_mode="livesum",
+)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import subprocess
@@ -9,6 +10,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -28,13 +30,33 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+# Settings every running() app gets unless the test gives its own (see ``nearcache``).
+_DEFAULTS: dict[str, str] = {}
+
+
+@pytest.fixture
+def nearcache(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The near-cache on ("1") or off ("0") in the apps running() starts.  conftest's
+    pytest_generate_tests runs such a test with it on and off on a single node; on a
+    cluster only off, since tracking there is single-node and stays off by itself."""
+    value = str(getattr(request, "param", "0"))
+    _DEFAULTS["NEARCACHE"] = value
+    yield value
+    _DEFAULTS.pop("NEARCACHE", None)
+
+
 @contextlib.asynccontextmanager
 async def running(env: Mapping[str, str], after_select: AfterSelect | None = None,
                   **overrides: str) -> AsyncIterator[tuple[Starlette, httpx.AsyncClient]]:
-    """The app with its lifespan running, and an httpx client talking to it in-process."""
-    settings = ApiSettings.from_env({**env, **overrides})
+    """The app with its lifespan running, and an httpx client talking to it in-process.
+    With a near-cache, once it tracks (when Redis answers): its tests are about it."""
+    settings = ApiSettings.from_env({**env, **_DEFAULTS, **overrides})
     app = create_app(settings, after_select=after_select)
     async with app.router.lifespan_context(app):
+        near = app.state.services.near
+        deadline = time.monotonic() + 2
+        while near is not None and not near.live and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as client:
             yield app, client

@@ -8,11 +8,17 @@ import time
 
 import pytest
 
-from api_support import Delta, anyio_backend, assert_json_error, running, sample  # noqa: F401
+from api_support import Delta, anyio_backend, assert_json_error, nearcache, running, sample  # noqa: F401
 from cachetail.keyspace import Keyspace
 
 pytestmark = pytest.mark.anyio
 KEYS = Keyspace()
+
+
+@pytest.fixture(autouse=True)
+def _near_on_and_off(nearcache: str) -> str:
+    """Every test here runs with the near-cache on and with it off."""
+    return nearcache
 
 
 def redis_env(stack, server, **extra: str) -> dict[str, str]:

@@ -10,11 +10,17 @@ import time
 import pymysql
 import pytest
 
-from api_support import Delta, anyio_backend, fills, running, selects  # noqa: F401
+from api_support import Delta, anyio_backend, fills, nearcache, running, selects  # noqa: F401
 from cachetail.keyspace import LEASE, NEGATIVE, Keyspace
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis_kinds("single", "cluster")]
 KEYS = Keyspace()
+
+
+@pytest.fixture(autouse=True)
+def _near_on_and_off(nearcache: str) -> str:
+    """Every test here runs with the near-cache on and with it off."""
+    return nearcache
 
 
 def user_from_db(db: pymysql.connections.Connection, user_id: int) -> dict[str, object]:

@@ -1,0 +1,69 @@
+"""Issue 7's benchmarks at smoke size: bench/api_vs_bare.py (four targets, the invalidation
+delay, the stampede) against the session's servers, and the two measurements behind the
+design (tracking modes, where redis.asyncio spends a GET) on throwaway Redis servers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from invalidator_support import unique_prefix
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith(("DB_", "REDIS_", "CACHE_", "ADMIN_", "API_", "NEARCACHE"))}
+
+
+def test_api_vs_bare_quick_run(stack, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    env_file = tmp_path / "bench.env"
+    settings = {**stack.api_env(), "CACHE_KEY_PREFIX": unique_prefix()}
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in settings.items()))
+    out = tmp_path / "figures.json"
+    done = subprocess.run([sys.executable, "-m", "bench.api_vs_bare", "--quick", "--env-file",
+                           str(env_file), "--json", str(out)], cwd=ROOT, env=_clean_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    summary = json.loads(out.read_text())["summary"]
+    for target in ("const", "bare", "near", "off"):
+        assert summary[target]["throughput_rps"] > 0, target
+    assert set(summary["ratios_of_medians"]) == {"near_const", "near_bare", "off_bare"}
+    assert len(summary["ratios_per_round"]["near_const"]) == 1
+    for phase in ("idle", "loaded"):
+        delay = summary["delay"][phase]
+        assert (delay["count"], delay["lost"], delay["stale_reads"]) == (100, 0, 0), delay
+        assert 0 < delay["p50_s"] <= delay["p99_s"] <= delay["max_s"] < 1.0
+    assert summary["delay"]["loaded"]["load_rps"] > 0
+    assert summary["stampede_selects"] == [1]
+    for line in ("near-cache on / constant bytes", "near-cache on / bare GET",
+                 "reads right after a DEL served from a near-cache: 0 of 100"):
+        assert line in done.stdout, line
+
+
+def test_tracking_modes_quick_run(tmp_path: Path) -> None:
+    out = tmp_path / "modes.json"
+    done = subprocess.run([sys.executable, "bench/tracking_modes.py", "--workers", "2",
+                           "--samples", "40", "--rate", "400", "--churn", "2000", "--keys", "2000",
+                           "--json", str(out)], cwd=ROOT, env=_clean_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    figures = json.loads(out.read_text())
+    assert figures["bcast"]["memory"]["tracking_total_items"] == 0
+    assert figures["default"]["memory"]["tracking_total_items"] == 2 * 2000  # (key, reader) pairs
+    # BCAST hears the churn of keys nobody read; default mode only what it read
+    assert figures["bcast"]["churn"]["keys_per_worker"] > figures["default"]["churn"]["keys_per_worker"]
+    assert figures["default"]["idle"]["keys_per_worker"] == 40
+
+
+def test_redis_get_profile_quick_run() -> None:
+    done = subprocess.run([sys.executable, "bench/redis_get_profile.py", "--seconds", "0.3",
+                           "--rounds", "1", "--concurrency", "8"], cwd=ROOT, env=_clean_env(),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "redis.asyncio (pool, hiredis)" in done.stdout and "api/lean.py" in done.stdout
+    assert "pool: take and give back a connection" in done.stdout
