@@ -196,7 +196,7 @@ def measure(args: argparse.Namespace, port: int) -> dict[str, Any]:
     for mode in ("bcast", "default"):
         idle = asyncio.run(delays(port, mode, args.workers, args.samples, args.rate))
         proc = multiprocessing.get_context("fork").Process(
-            target=churn, args=(port, args.churn, args.samples / args.rate + 1.5))
+            target=churn, args=(port, args.churn, args.samples / args.rate + 1.0))
         proc.start()
         time.sleep(0.5)  # the child churns before the first DEL
         try:
