@@ -125,6 +125,16 @@ T("0.5% bypasses and a few Redis errors: below both thresholds",
    (f'cachetail_cache_lookups_total{{{API},entity="user",result="bypass"}}', "0+30x20"),
    (f'cachetail_redis_errors_total{{{API},operation="get"}}', "0+3x20")],
   [("10m", "CachetailRedisBypass", [])])
+T("near-cache bypassed on 9 of 10 lookups for 15 minutes: fires after 10",
+  [(f'cachetail_nearcache_lookups_total{{{API},result="bypass"}}', "0+540x20"),
+   (f'cachetail_nearcache_lookups_total{{{API},result="miss"}}', "0+60x20")],
+  [("9m", "CachetailNearcacheNotTracking", []),
+   ("16m", "CachetailNearcacheNotTracking", [a("info", job=AJ, instance="api1:5000")])])
+T("near-cache tracking (hits and misses, a few bypasses after a restart) or too quiet: nothing",
+  [(f'cachetail_nearcache_lookups_total{{{API},result="hit"}}', "0+600x20"),
+   (f'cachetail_nearcache_lookups_total{{{API},result="bypass"}}', "0+30x20"),
+   (f'cachetail_nearcache_lookups_total{{job="cachetail-api",instance="api2:5000",result="bypass"}}', "0+3x20")],
+  [("16m", "CachetailNearcacheNotTracking", [])])
 T("6 failing SELECTs a minute: fires after 3 minutes",
   [(f'cachetail_mysql_queries_total{{{API},entity="user",result="ok"}}', "0+600x20"),
    (f'cachetail_mysql_queries_total{{{API},entity="user",result="error"}}', "0+6x20")],

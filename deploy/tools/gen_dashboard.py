@@ -95,6 +95,18 @@ ts("Cache fills", "What happened to misses: stored (the fill won its compare-and
    [(f'sum by (result) (rate(cachetail_cache_fills_total[{RI}]))', "{{result}}")], 12, y, unit="ops", stack=True)
 y += 8
 
+row("Near-cache", y); y += 1
+ts("Near-cache lookups per second", "User reads per result in the workers' near-caches: hit (answered from process memory), miss (read from Redis, then kept), bypass (the near-cache is on but not tracking: every read goes to Redis; alert CachetailNearcacheNotTracking).",
+   [(f'sum by (result) (rate(cachetail_nearcache_lookups_total[{RI}]))', "{{result}}")], 0, y, unit="reqps", stack=True)
+ts("Near-cache size, tracking and drops", "Entries held (left axis) and workers tracking, per host; evictions by reason and resets by reason (flush, disconnected, heartbeat) per interval. A reset empties a near-cache at once: the next reads miss.",
+   [('sum by (instance) (cachetail_nearcache_entries)', "entries {{instance}}"),
+    ('sum by (instance) (cachetail_nearcache_tracking)', "tracking workers {{instance}}"),
+    (f'sum by (reason) (increase(cachetail_nearcache_evictions_total[{RI}]))', "evicted {{reason}}"),
+    (f'sum by (reason) (increase(cachetail_nearcache_resets_total[{RI}]))', "reset {{reason}}")], 12, y, unit="short")
+panels[-1]["fieldConfig"]["overrides"] = [{"matcher": {"id": "byRegexp", "options": "^(tracking|evicted|reset) .*"},
+                                          "properties": [{"id": "custom.axisPlacement", "value": "right"}]}]
+y += 8
+
 row("Invalidator", y); y += 1
 ts("Invalidator lag", "seconds_behind: age of the newest applied event (0 when caught up and quiet). Since last event: time since anything, heartbeats included, came from the server; it stays under a few seconds while the stream is alive.",
    [('cachetail_invalidator_seconds_behind', "behind {{instance}}"),
