@@ -43,20 +43,13 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from api.lean import pack  # noqa: E402
 from bench.stats import percentile  # noqa: E402
 from cachetail.devstack import RedisServer  # noqa: E402
 from cachetail.keyspace import Keyspace  # noqa: E402
 
 KEYS = Keyspace()
 PREFIX = KEYS.user(0)[: KEYS.user(0).index("{") + 3]  # "ct:{u:"
-
-
-def pack(*args: str | bytes | int) -> bytes:
-    parts = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        raw = arg if isinstance(arg, bytes) else str(arg).encode()
-        parts.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
-    return b"".join(parts)
 
 
 class Conn(asyncio.Protocol):
