@@ -46,6 +46,9 @@ class Stack:
             "REDIS_PORT": str(self.redis.port),
             "REDIS_CLUSTER": "1" if self.cluster else "0",
             "ADMIN_TOKEN": ADMIN_TOKEN,
+            # The 0.25 s production default measures scheduling on a loaded 2-core CI
+            # machine; tests of timeouts set their own.
+            "REDIS_TIMEOUT_S": "2",
         }
 
     def redis_client(self) -> redis.Redis | redis.RedisCluster:
