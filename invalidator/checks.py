@@ -22,7 +22,7 @@ class CheckFailed(Exception):
     """A start-up check failed; ``str()`` is the one line to show."""
 
 
-def _variables(cur: pymysql.cursors.Cursor) -> dict[str, str]:
+def binlog_variables(cur: pymysql.cursors.Cursor) -> dict[str, str]:
     cur.execute("SHOW GLOBAL VARIABLES WHERE Variable_name IN ('log_bin', 'binlog_format',"
                 " 'binlog_row_image', 'binlog_row_metadata', 'server_id', 'version')")
     return {str(k).lower(): str(v) for k, v in cur.fetchall()}
@@ -104,7 +104,7 @@ def check_server_id(cur: pymysql.cursors.Cursor, variables: dict[str, str], serv
 
 def run_checks(conn: pymysql.connections.Connection, settings: InvalidatorSettings) -> None:
     with conn.cursor() as cur:
-        variables = _variables(cur)
+        variables = binlog_variables(cur)
         check_binlog(variables)
         check_privileges(cur, settings.mysql.database)
         check_server_id(cur, variables, settings.server_id, wait_s=3 * settings.heartbeat_s)

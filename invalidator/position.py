@@ -1,8 +1,12 @@
 """Where the worker resumes: the binlog position after the last applied transaction.
 
 A position is ``(log_file, log_pos)`` at a transaction boundary (the end of an
-XID event, a DDL statement or a rotate) plus the ``@@server_id`` of the server
-it belongs to, so a position of another server is never used.
+XID event, a DDL statement or a rotate) plus the identity of the server it
+belongs to (``@@server_id``, and ``@@server_uuid`` on MySQL), so a file and
+offset are only ever used on that server, and the GTID state after the same
+transaction, which names the point on any server with the same history (a
+promoted replica): see :mod:`invalidator.gtid`.  ``gtid`` is None when the
+state is unknown (a position saved before GTIDs were kept), never guessed.
 
 Default store: **Redis** (``INVALIDATOR_POSITION_STORE=redis``), under
 ``<prefix>:{inv}:position``, written by the same fenced script as the
@@ -49,18 +53,30 @@ class Position:
     log_file: str
     log_pos: int
     source_id: int = 0  # @@server_id of the server this position belongs to
+    gtid: str | None = None  # the GTID state after the same transaction; None: unknown
+    source_uuid: str = ""  # @@server_uuid on MySQL
 
     def to_json(self) -> bytes:
-        return json.dumps({"log_file": self.log_file, "log_pos": self.log_pos,
-                           "source_id": self.source_id}, separators=(",", ":")).encode()
+        data: dict[str, object] = {"log_file": self.log_file, "log_pos": self.log_pos,
+                                   "source_id": self.source_id, "gtid": self.gtid}
+        if self.source_uuid:
+            data["source_uuid"] = self.source_uuid
+        return json.dumps(data, separators=(",", ":")).encode()
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> Position | None:
         try:
             data = json.loads(raw)
-            return cls(str(data["log_file"]), int(data["log_pos"]), int(data.get("source_id", 0)))
-        except (ValueError, KeyError, TypeError):
+            gtid = data.get("gtid")
+            return cls(str(data["log_file"]), int(data["log_pos"]), int(data.get("source_id", 0)),
+                       None if gtid is None else str(gtid), str(data.get("source_uuid", "")))
+        except (ValueError, KeyError, TypeError, AttributeError):
             return None
+
+    @property
+    def source(self) -> tuple[int, str]:
+        """The identity of the server whose file and offset these are."""
+        return self.source_id, self.source_uuid
 
     @property
     def file_index(self) -> int:

@@ -1,9 +1,17 @@
 """Opening the binlog stream with python-mysql-replication 1.0.17, on our terms.
 
 - File + position (``is_mariadb=False``, ``resume_stream=True``): honoured by
-  MySQL and MariaDB alike.  MariaDB GTID mode is avoided: 1.0.17 declares a
-  14-byte dump payload and sends 15, and the server's later reset makes the
-  library reconnect from the original GTID (duplicates, even a loop).
+  MySQL and MariaDB alike, and used only on the server the position belongs to.
+- From a GTID state, on another server (a promoted replica):
+  - MariaDB: the same file + position dump request with an empty file name, after
+    ``SET @slave_connect_state`` (and strict mode) on the stream connection: that is
+    how a MariaDB replica asks for GTID mode.  The library's own MariaDB GTID request
+    (``is_mariadb=True, auto_position=...``) is malformed in 1.0.17 (it declares a
+    14-byte payload and sends 15) and is not used; a test tells when that changes.
+  - MySQL: the library's documented ``auto_position`` (COM_BINLOG_DUMP_GTID).
+- Every stream connection is checked before the dump request: the server at the
+  other end must be the one the worker planned for (:class:`ServerChanged`
+  otherwise), since the address may have moved since the worker looked.
 - The library never reconnects by itself: its own reconnect (after error
   2013/2006) restarts from the last *event* it saw, which may be inside a
   transaction.  ``pymysql_wrapper`` lets the stream connection be opened once;
@@ -26,37 +34,49 @@ from typing import Any
 
 import pymysql
 from pymysqlreplication import BinLogStreamReader
-from pymysqlreplication.event import HeartbeatLogEvent, QueryEvent, RotateEvent, XidEvent
+from pymysqlreplication.event import (
+    GtidEvent, HeartbeatLogEvent, MariadbGtidEvent, QueryEvent, RotateEvent, XidEvent,
+)
 from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
 
 from cachetail.keyspace import PRODUCTS_TABLE, USERS_TABLE
 
+from invalidator.errors import ServerChanged, StreamLost
+from invalidator.gtid import MARIADB, MYSQL
 from invalidator.position import Position
 from invalidator.settings import InvalidatorSettings
+from invalidator.source import Source, identity
 
 ONLY_EVENTS = [WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent, XidEvent, QueryEvent,
-               RotateEvent, HeartbeatLogEvent]
+               RotateEvent, HeartbeatLogEvent, MariadbGtidEvent, GtidEvent]
 TABLES = [USERS_TABLE, PRODUCTS_TABLE]
 
-# Connection-level failures: reconnect from the saved position.
-CONNECTION_ERRORS = {2002, 2003, 2006, 2013, 2055, 1040, 1053, 1152, 1158, 1159, 1160, 1161, 1205}
-BINLOG_FATAL = 1236
-ER_PARSE = 1064
 
-
-class StreamLost(ConnectionError):
-    """The binlog connection dropped (the library tried to reconnect on its own)."""
-
-
-def _guarded_connect() -> Any:
+def _guarded_connect(expect: Source | None, gtid_state: str | None) -> Any:
+    """The library's connect: the stream connection once, checked, set up for a GTID resume."""
     opened = {"stream": False}
 
     def connect(**kwargs: Any) -> pymysql.connections.Connection:
-        if "cursorclass" not in kwargs:  # the stream; the control connection has a DictCursor
-            if opened["stream"]:
-                raise StreamLost("binlog connection lost")
-            opened["stream"] = True
-        return pymysql.connect(**kwargs)
+        if "cursorclass" in kwargs:  # the library's control connection has a DictCursor
+            return pymysql.connect(**kwargs)
+        if opened["stream"]:
+            raise StreamLost("binlog connection lost")
+        opened["stream"] = True
+        conn = pymysql.connect(**kwargs)
+        try:
+            if expect is not None:
+                server_id, uuid, _ = identity(conn)
+                if (server_id, uuid) != expect.identity:
+                    raise ServerChanged(f"the address now leads to server_id {server_id}, not {expect}")
+            if gtid_state is not None and expect is not None and expect.flavor == MARIADB:
+                with conn.cursor() as cur:
+                    cur.execute("SET @slave_connect_state = %s", (gtid_state,))
+                    cur.execute("SET @slave_gtid_strict_mode = 1")
+                    cur.execute("SET @slave_gtid_ignore_duplicates = 0")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     return connect
 
@@ -79,14 +99,23 @@ def connection_settings(settings: InvalidatorSettings) -> dict[str, Any]:
     return conn
 
 
-def open_stream(settings: InvalidatorSettings, position: Position) -> BinLogStreamReader:
+def open_stream(settings: InvalidatorSettings, position: Position, source: Source | None = None,
+                by_gtid: bool = False) -> BinLogStreamReader:
+    """Follow from ``position``: by its file and offset on ``source`` (the server it belongs
+    to), or with ``by_gtid`` from its GTID state on ``source``, any server with that history."""
+    if by_gtid and (source is None or position.gtid is None):
+        raise ValueError("a GTID resume needs the server and the GTID state")
+    gtid = position.gtid if by_gtid else None
+    mysql_gtid = gtid if source is not None and source.flavor == MYSQL else None
     return BinLogStreamReader(
         connection_settings=connection_settings(settings),
         server_id=settings.server_id,
         blocking=True,
         resume_stream=True,
-        log_file=position.log_file,
-        log_pos=position.log_pos,
+        # MariaDB GTID mode: an empty file name; the server starts from @slave_connect_state
+        log_file="" if gtid is not None else position.log_file,
+        log_pos=4 if gtid is not None else position.log_pos,
+        auto_position=mysql_gtid,
         is_mariadb=False,
         only_events=ONLY_EVENTS,
         only_tables=TABLES,
@@ -94,7 +123,7 @@ def open_stream(settings: InvalidatorSettings, position: Position) -> BinLogStre
         freeze_schema=True,
         slave_heartbeat=settings.heartbeat_s,
         report_slave=(f"cachetail-invalidator@{socket.gethostname()}", "", "", 0),
-        pymysql_wrapper=_guarded_connect(),
+        pymysql_wrapper=_guarded_connect(source, gtid),
         enable_logging=False,
     )
 
@@ -103,48 +132,3 @@ def control_connection(settings: InvalidatorSettings) -> pymysql.connections.Con
     kwargs = settings.mysql.pymysql_kwargs()
     kwargs["database"] = None  # checks report a missing SELECT grant themselves
     return pymysql.connect(**kwargs)
-
-
-def current_position(conn: pymysql.connections.Connection) -> Position:
-    """The server's binlog end now (SHOW MASTER STATUS, or its MySQL 8.4 name)."""
-    with conn.cursor() as cur:
-        try:
-            cur.execute("SHOW MASTER STATUS")
-        except pymysql.err.ProgrammingError as exc:
-            if exc.args[0] != ER_PARSE:
-                raise
-            cur.execute("SHOW BINARY LOG STATUS")
-        row = cur.fetchone()
-        if row is None:
-            raise RuntimeError("SHOW MASTER STATUS returned nothing: log_bin is OFF")
-        cur.execute("SELECT @@server_id")
-        (source_id,) = cur.fetchone()
-    return Position(str(row[0]), int(row[1]), int(source_id))
-
-
-def source_id(conn: pymysql.connections.Connection) -> int:
-    with conn.cursor() as cur:
-        cur.execute("SELECT @@server_id")
-        return int(cur.fetchone()[0])
-
-
-def unusable_position(exc: BaseException) -> str | None:
-    """``purged`` / ``bad_position`` when the server cannot serve our position, else None."""
-    if not isinstance(exc, pymysql.err.MySQLError) or not exc.args or exc.args[0] != BINLOG_FATAL:
-        return None
-    message = str(exc.args[1] if len(exc.args) > 1 else "").lower()
-    if "could not find first log file" in message or "purged" in message:
-        return "purged"
-    if "same server" in message or "server_uuid" in message:
-        return None  # another replica with our server id: not a position problem
-    if "impossible position" in message or "bogus" in message or "wrong offset" in message:
-        return "bad_position"
-    return None
-
-
-def is_connection_error(exc: BaseException) -> bool:
-    if isinstance(exc, (StreamLost, OSError, EOFError)):
-        return True
-    if isinstance(exc, pymysql.err.MySQLError) and exc.args and isinstance(exc.args[0], int):
-        return exc.args[0] in CONNECTION_ERRORS or exc.args[0] >= 2000
-    return isinstance(exc, pymysql.err.Error)

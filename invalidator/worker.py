@@ -23,7 +23,9 @@ import pymysql
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from pymysqlreplication.event import HeartbeatLogEvent, QueryEvent, RotateEvent, XidEvent
+from pymysqlreplication.event import (
+    GtidEvent, HeartbeatLogEvent, MariadbGtidEvent, QueryEvent, RotateEvent, XidEvent,
+)
 from pymysqlreplication.row_event import RowsEvent
 
 from metrics import invalidator as m
@@ -31,21 +33,24 @@ from metrics import invalidator as m
 from invalidator import decode
 from invalidator.apply import REDIS_ERRORS, Applier, Batch, Group, Stopped, backoff_delays
 from invalidator.checks import CheckFailed, run_checks
+from invalidator.errors import FULL, RESUME_BY_GTID, RETRY, Failure, classify, is_connection_error
+from invalidator.gtid import Tracker, tracker
+from invalidator.lag import FollowLag, reached
 from invalidator.leader import Leadership, LostLeadership
 from invalidator.position import Position, make_store
+from invalidator.resume import FullInvalidationNeeded, Plan, plan_resume
 from invalidator.service import Watchdog, sd_notify, start_http
 from invalidator.settings import InvalidatorSettings
+from invalidator.source import current_position
+from invalidator.stream import control_connection, open_stream
 from invalidator.topology import FailoverWatch
-from invalidator.stream import (
-    control_connection, current_position, is_connection_error, open_stream, source_id,
-    unusable_position,
-)
 
 log = logging.getLogger("invalidator")
 T = TypeVar("T")
 IDLE_SAVE_S = 1.0  # a position moved only by unrelated transactions is saved at most this often
 OWNED_DDL = re.compile(r"\b(users|products)\b", re.IGNORECASE)
 NOT_A_BOUNDARY = ("BEGIN", "SAVEPOINT", "ROLLBACK TO", "XA START", "XA END", "XA PREPARE")
+FAILURES_UNHEALTHY = 3  # consecutive failed attempts to follow: --check fails
 RING_STEP_S = 0.1  # replay points are kept at most this often: an earlier point is always safe
 
 
@@ -84,6 +89,12 @@ class Worker:
         self.watchdog = Watchdog()
         self.group = Group(None)
         self.mysql_delays = backoff_delays(0.1, settings.retry_max_s)
+        self.failures = 0  # failed attempts to follow since the last real progress
+        self.offset_refused = False  # the server refused the position's file and offset
+        self.gtids: Tracker | None = None  # the GTID state as the stream moves on
+        self.source_ident: tuple[int, str] | None = None  # the server followed last
+        self.checked: set[tuple[int, str]] = set()  # servers whose binlog settings were checked
+        self.lag: FollowLag | None = None
         # (monotonic time, position): every change up to the position was acknowledged by then
         self.ring: deque[tuple[float, Position]] = deque()
         self.replay_since: tuple[float | None] | None = None  # set by the failover watch
@@ -104,7 +115,7 @@ class Worker:
                                self.leadership, on_wait=self.watchdog.ping)
         http = start_http(s.metrics_host, s.metrics_port, self.health) if self.serve_http else None
         try:
-            self.source_id = self.mysql(lambda conn: (run_checks(conn, s), source_id(conn))[1])
+            self.mysql(lambda conn: run_checks(conn, s))
             while not self.stop.is_set():
                 self.stand_by()
                 if not self.stop.is_set():
@@ -138,6 +149,7 @@ class Worker:
             self.ring.clear()
             self.replay_since = self.replay_until = None
             watch = FailoverWatch(self.settings.redis, self.request_replay).start()
+            self.lag = FollowLag(lambda: control_connection(self.settings), lambda: self.position).start()
             position = self.initial_position()
             self.note(position)
             sd_notify("STATUS=leader: following the binlog")
@@ -149,6 +161,9 @@ class Worker:
         finally:
             if watch is not None:
                 watch.close()
+            if self.lag is not None:
+                self.lag.close()
+                self.lag = None
             self.streaming = False
             m.STREAMING.set(0)
             self.leadership.step_down(release=self.stop.is_set())
@@ -158,33 +173,36 @@ class Worker:
         saved = self.applier.load()
         if saved is None:
             return self.full_invalidation("no_position", "no saved position")
-        if saved.source_id and saved.source_id != self.source_id:
-            return self.full_invalidation("bad_position", f"the saved position {saved} belongs to"
-                                          f" server_id {saved.source_id}, not {self.source_id}")
-        log.info("resuming from %s", saved)
+        log.info("resuming from %s (server_id %d, GTID %s)", saved, saved.source_id, saved.gtid)
         self.position = self.saved = saved
         return saved
 
     def follow_from(self, position: Position) -> Position:
         """Stream from ``position`` until stopped or the connection fails; the position to resume."""
-        stream = None
         try:
-            stream = open_stream(self.settings, position)
-            self.follow(stream, position)
+            return self.stream_from(position)
+        except CheckFailed as exc:  # a server that cannot be followed (now): say so, keep trying
+            return self.failed(Failure(RETRY, "config", str(exc)), position)
+
+    def stream_from(self, position: Position) -> Position:
+        stream = None
+        by_gtid = False
+        try:
+            plan = self.mysql(lambda conn: plan_resume(conn, position, self.offset_refused, self.checked))
+            by_gtid = plan.by_gtid
+            stream = open_stream(self.settings, plan.position, plan.source, by_gtid)
+            self.follow(stream, plan)
         except Replay as replay:
             return replay.position
-        except (Stopped, LostLeadership):
+        except FullInvalidationNeeded as exc:
+            return self.full_invalidation(exc.reason, str(exc))
+        except (Stopped, LostLeadership, CheckFailed):
             raise
-        except Exception as exc:  # noqa: BLE001 - every failure means: reconnect from our position
-            reason = unusable_position(exc)
-            if reason:
-                return self.full_invalidation(reason, f"the server cannot serve {position}: {exc}")
-            if is_connection_error(exc):
-                log.warning("binlog stream lost (%s); reconnecting from %s", exc, self.position)
-            else:
-                log.exception("binlog stream failed; reconnecting from %s", self.position)
-            m.RECONNECTS.labels("mysql").inc()
-            self.stop.wait(next(self.mysql_delays))
+        except Exception as exc:  # noqa: BLE001 - classified: retry, resume by GTID, or invalidate
+            failure = classify(exc)
+            if failure.kind == "unexpected":
+                log.exception("binlog stream failed")
+            return self.failed(failure, position, by_gtid)
         finally:
             self.streaming = False
             m.STREAMING.set(0)
@@ -195,30 +213,81 @@ class Worker:
                     pass
         return self.position or position
 
+    def failed(self, failure: Failure, position: Position, by_gtid: bool = False) -> Position:
+        """Act on a classified failure; the position to follow from next."""
+        m.STREAM_ERRORS.labels(failure.kind).inc()
+        self.watchdog.ping()
+        resume_at = self.position or position
+        if failure.action == RESUME_BY_GTID and not by_gtid:
+            log.error("the server cannot serve %s (%s: %s); resuming from its GTID state %s",
+                      resume_at, failure.kind, failure.message, resume_at.gtid)
+            self.offset_refused = True
+            return resume_at
+        if failure.action in (FULL, RESUME_BY_GTID):
+            reason = {"gtid_purged": "purged", "unknown_1236": "unknown"}.get(failure.kind, failure.kind)
+            return self.full_invalidation(reason, f"the server cannot serve GTID state"
+                                          f" {resume_at.gtid} ({failure.kind}: {failure.message})")
+        self.failures += 1
+        m.CONSECUTIVE_FAILURES.set(self.failures)
+        m.RECONNECTS.labels("mysql").inc()
+        delay = next(self.mysql_delays)
+        log.warning("cannot follow the binlog (%s: %s); attempt %d failed, retrying from %s in %.1f s",
+                    failure.kind, failure.message, self.failures, resume_at, delay)
+        self.stop.wait(delay)
+        return resume_at
+
+    def progressed(self) -> None:
+        """Real progress (a transaction boundary applied, a heartbeat at the server's end):
+        the backoff and the failure count start over."""
+        if self.failures or self.offset_refused:
+            self.failures = 0
+            self.offset_refused = False
+            m.CONSECUTIVE_FAILURES.set(0)
+            self.mysql_delays = backoff_delays(0.1, self.settings.retry_max_s)
+
     # ----------------------------------------------------------------- loop
 
-    def follow(self, stream: Any, position: Position) -> None:
+    def follow(self, stream: Any, plan: Plan) -> None:
         batch = self.new_batch()
         self.group = Group(stream)
+        position = plan.position
         log_file = position.log_file
+        source_id, source_uuid = plan.source.identity
+        self.gtids = None if position.gtid is None else tracker(plan.source.flavor, position.gtid)
+        gtids = self.gtids
+        self.following(plan)
         for event in stream:
             received = time.time()
-            self.alive()
             if isinstance(event, RowsEvent):
+                self.alive()
                 decode.add_rows(batch, event)
                 m.ROW_EVENTS.labels(decode.table_label(event), decode.operation(event)).inc()
             elif isinstance(event, XidEvent):
-                batch = self.commit(batch, Position(log_file, event.packet.log_pos, self.source_id),
+                gtid = gtids.commit() if gtids is not None else None
+                batch = self.commit(batch, Position(log_file, event.packet.log_pos, source_id, gtid, source_uuid),
                                     event.timestamp, received)
+                self.alive()
+            elif isinstance(event, (MariadbGtidEvent, GtidEvent)):
+                self.alive()
+                if gtids is not None:
+                    gtids.add(event.gtid)
             elif isinstance(event, QueryEvent):
-                batch = self.query(batch, event, log_file, received)
-            elif isinstance(event, RotateEvent):  # only ever between transactions
-                batch = self.flush(batch)
+                self.alive()
+                batch = self.query(batch, event, log_file, received, (source_id, source_uuid))
+            elif isinstance(event, RotateEvent):
+                # The server's fake rotate (timestamp 0) names the file only; after a GTID
+                # start its offset is 4, not where the stream starts.
                 log_file = event.next_binlog
-                self.advance(Position(log_file, event.position, self.source_id))
+                if event.timestamp:
+                    self.alive()
+                    batch = self.flush(batch)  # a real rotate is only ever between transactions
+                    gtid = gtids.state if gtids is not None else None
+                    self.advance(Position(log_file, event.position, source_id, gtid, source_uuid))
             elif isinstance(event, HeartbeatLogEvent):  # the server is idle: nothing is open
+                self.alive()
                 batch = self.flush(batch)
                 m.SECONDS_BEHIND.set(0)
+                self.progressed()
                 self.save_if_due(0.0)
             if self.stop.is_set():
                 return
@@ -227,13 +296,24 @@ class Worker:
                 self.replay()
         raise ConnectionError("the binlog stream ended")
 
+    def following(self, plan: Plan) -> None:
+        """Log and count which server is followed, and how the start was named."""
+        m.RESUMES.labels("gtid" if plan.by_gtid else "position").inc()
+        m.SOURCE_SERVER_ID.set(plan.source.server_id)
+        if self.source_ident is not None and self.source_ident != plan.source.identity:
+            m.SOURCE_CHANGES.inc()
+            self.ring.clear()  # replay points of another server's binlog
+        self.source_ident = plan.source.identity
+        if plan.by_gtid:
+            log.warning("following %s from GTID state %s (the position %s belongs to server_id %d)",
+                        plan.source, plan.position.gtid, plan.position, plan.position.source_id)
+
     def alive(self) -> None:
         self.last_event = time.monotonic()
         m.LAST_EVENT_SECONDS.set(time.time())
         if not self.streaming:
             self.streaming = True
             m.STREAMING.set(1)
-            self.mysql_delays = backoff_delays(0.1, self.settings.retry_max_s)
             log.info("following the binlog from %s (mode %s)", self.position, self.settings.mode)
             if not self.ready:
                 self.ready = True
@@ -271,14 +351,17 @@ class Worker:
         m.RECEIVED_TO_APPLIED_SECONDS.observe(done - first_received)
         m.SECONDS_BEHIND.set(max(0.0, done - first_ts))
         self.show(position)
+        self.progressed()
         return self.new_batch()
 
-    def query(self, batch: Batch, event: QueryEvent, log_file: str, received: float) -> Batch:
+    def query(self, batch: Batch, event: QueryEvent, log_file: str, received: float,
+              source: tuple[int, str]) -> Batch:
         text = event.query.strip() if isinstance(event.query, str) else event.query.decode(errors="replace")
         upper = text.upper()
         if upper.startswith(NOT_A_BOUNDARY):
             return batch
-        position = Position(log_file, event.packet.log_pos, self.source_id)
+        gtid = self.gtids.commit() if self.gtids is not None else None
+        position = Position(log_file, event.packet.log_pos, source[0], gtid, source[1])
         schema = event.schema.decode(errors="replace") if isinstance(event.schema, bytes) else event.schema
         if not upper.startswith(("COMMIT", "ROLLBACK", "XA COMMIT", "XA ROLLBACK")):
             ours = schema == self.settings.mysql.database or self.settings.mysql.database in text
@@ -296,6 +379,7 @@ class Worker:
             self.group.position = position
             return
         self.position = position
+        self.progressed()
         self.save_if_due(IDLE_SAVE_S)
 
     def save_if_due(self, min_age_s: float) -> None:
@@ -319,7 +403,7 @@ class Worker:
     def note(self, position: Position) -> None:
         """Remember that everything up to ``position`` is acknowledged as of now."""
         now = time.monotonic()
-        if self.replay_until is not None and _order(position) >= _order(self.replay_until):
+        if self.replay_until is not None and reached(position, self.replay_until):
             log.warning("replay done: back at %s", self.replay_until)
             self.replay_until = None
         ring = self.ring
@@ -346,7 +430,7 @@ class Worker:
                 "failover_window", "the replaced Redis primary was not seen in sync within the"
                 " replay window"))
         if self.position is not None and (self.replay_until is None
-                                          or _order(self.position) > _order(self.replay_until)):
+                                          or not reached(self.replay_until, self.position)):
             self.replay_until = self.position
         m.REPLAYS.labels(self.replay_reason).inc()
         log.error("REPLAY (%s): re-applying the binlog from %s to %s, deletes only",
@@ -365,6 +449,7 @@ class Worker:
         log.error("FULL INVALIDATION (%s): %s; deleting every key under %r and following from now",
                   reason, why, self.keyspace.owned_pattern())
         position = self.mysql(current_position)  # first: changes after it are replayed
+        self.offset_refused = False
         cleared = self.applier.clear_owned()
         self.applier.save(position)
         self.position = self.saved = position
@@ -377,8 +462,8 @@ class Worker:
     # ------------------------------------------------------------- helpers
 
     def mysql(self, action: Callable[[pymysql.connections.Connection], T]) -> T:
-        """Run ``action`` on a fresh control connection, retrying connection failures."""
-        delays = backoff_delays(0.1, self.settings.retry_max_s)
+        """Run ``action`` on a fresh control connection, retrying connection failures
+        (each one counts as a failed attempt to follow)."""
         while True:
             try:
                 conn = control_connection(self.settings)
@@ -393,10 +478,13 @@ class Worker:
                     raise CheckFailed(f"MySQL rejected DB_USER {self.settings.mysql.user!r}: {exc.args[1]}") from None
                 if not is_connection_error(exc):
                     raise
-                log.warning("MySQL unavailable (%s); retrying", exc)
+                log.warning("MySQL unavailable (%s); attempt %d failed, retrying", exc, self.failures + 1)
+            self.failures += 1
+            m.CONSECUTIVE_FAILURES.set(self.failures)
+            m.STREAM_ERRORS.labels("connection").inc()
             m.RECONNECTS.labels("mysql").inc()
             self.watchdog.ping()
-            if self.stop.wait(next(delays)):
+            if self.stop.wait(next(self.mysql_delays)):
                 raise Stopped
 
     def health(self) -> dict[str, Any]:
@@ -406,16 +494,17 @@ class Worker:
         leadership = getattr(self, "leadership", None)
         state = leadership.state() if leadership is not None else {"role": "starting", "leader": None}
         redis_ok = getattr(self, "applier", None) is not None and self.applier.redis_ok
+        lag = self.lag.lag_s() if self.lag is not None else None
         if state["role"] == "leader":
-            healthy = self.streaming and redis_ok and age is not None and age < self.settings.stale_after_s
+            healthy = (self.streaming and redis_ok and age is not None and age < self.settings.stale_after_s
+                       and self.failures < FAILURES_UNHEALTHY
+                       and (lag is None or lag < self.settings.stale_after_s))
         else:
             redis_ok = leadership is not None and leadership.redis_ok
             healthy = redis_ok
         return {"healthy": healthy, **state, "streaming": self.streaming, "redis_ok": redis_ok,
                 "last_event_age_s": None if age is None else round(age, 3),
+                "follow_lag_s": None if lag is None else round(lag, 3),
+                "consecutive_failures": self.failures,
                 "position": None if self.position is None else str(self.position),
                 "mode": self.settings.mode}
-
-
-def _order(position: Position) -> tuple[int, int]:
-    return position.file_index, position.log_pos

@@ -52,8 +52,12 @@ RECONNECTS = Counter(
 )
 FULL_INVALIDATIONS = Counter(
     "full_invalidations",
-    "Times every owned key was invalidated, by reason (no_position, purged, bad_position,"
-    " failover_window).",
+    "Times every owned key was invalidated, by reason: no_position, purged (the binlog the"
+    " worker needs is gone), bad_position (this server cannot serve the saved offset and no"
+    " GTID state is known), source_changed (another server and no GTID state known),"
+    " diverged (the server lacks transactions the worker applied, or has errant ones),"
+    " gtid_unavailable (GTIDs off on the new server), unknown (an unclassified binlog error),"
+    " failover_window (a Redis failover outside the replay window).",
     ["reason"],
     namespace=NAMESPACE,
 )
@@ -69,12 +73,52 @@ POSITION_FILE_INDEX = Gauge(
 )
 LAST_EVENT_SECONDS = Gauge(
     "last_event_timestamp_seconds",
-    "Unix time of the newest binlog event (heartbeats included) the worker received.",
+    "Unix time of the newest binlog event (heartbeats included) the worker received; the"
+    " server's fake rotate at each connect does not count.",
     namespace=NAMESPACE,
 )
 STREAMING = Gauge(
     "streaming",
-    "1 while connected to MySQL and following the binlog, 0 otherwise.",
+    "1 while following the binlog (a real event or heartbeat received since the last"
+    " connect), 0 otherwise.",
+    namespace=NAMESPACE,
+)
+FOLLOW_LAG_SECONDS = Gauge(
+    "follow_lag_seconds",
+    "Seconds since the worker last had applied everything the MySQL server had written, as"
+    " the server itself reports its binlog end once a second; grows while the server's"
+    " position moves on without the worker (reconnect loops, a failover it cannot follow).",
+    namespace=NAMESPACE,
+)
+CONSECUTIVE_FAILURES = Gauge(
+    "consecutive_failures",
+    "Failed attempts to follow the binlog since the last real progress (a transaction"
+    " applied or a heartbeat at the server's end); 0 while following.",
+    namespace=NAMESPACE,
+)
+STREAM_ERRORS = Counter(
+    "stream_errors",
+    "Failed connects and broken binlog streams, by kind: connection, access_denied,"
+    " server_changed, server_id_in_use, file_missing, bad_position, gtid_purged, diverged,"
+    " gtid_unavailable, event_too_big, config, unknown_1236, server_error, unexpected.",
+    ["kind"],
+    namespace=NAMESPACE,
+)
+RESUMES = Counter(
+    "resumes",
+    "Binlog streams opened, by how the start was named: position (file and offset, on the"
+    " server they belong to) or gtid (the GTID state, on another server).",
+    ["how"],
+    namespace=NAMESPACE,
+)
+SOURCE_SERVER_ID = Gauge(
+    "source_server_id",
+    "@@server_id of the MySQL server the worker follows (changes on a database failover).",
+    namespace=NAMESPACE,
+)
+SOURCE_CHANGES = Counter(
+    "source_changes",
+    "Times the worker started following another MySQL server than before (a failover).",
     namespace=NAMESPACE,
 )
 LEADER = Gauge(

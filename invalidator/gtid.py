@@ -1,0 +1,129 @@
+"""GTID bookkeeping: where in the database's history the worker is, on any server.
+
+A binlog file and offset name a point on one server only; a GTID state names
+it on every server that has the same history.  The worker keeps the state after
+each transaction it applied and saves it with the position.
+
+- MariaDB: a state is the last GTID per replication domain, ``domain-server-seq``
+  joined by commas (``0-1-105,1-2-7``), the form of ``@@gtid_binlog_pos`` and
+  ``@slave_connect_state``.
+- MySQL: a state is the executed GTID set (``uuid:1-105,uuid2:1-7``), the form of
+  ``@@gtid_executed``; kept with python-mysql-replication's ``GtidSet``.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from pymysqlreplication.gtid import Gtid, GtidSet
+
+MARIADB = "mariadb"
+MYSQL = "mysql"
+
+
+class GtidError(ValueError):
+    """A GTID or GTID state that does not parse."""
+
+
+class Tracker(Protocol):
+    state: str  # after the last committed transaction
+
+    def add(self, gtid: str) -> None:
+        """A transaction with this GTID began; it counts once it commits (see ``commit``)."""
+
+    def commit(self) -> str:
+        """The state after the pending transaction (the state unchanged if there was none)."""
+
+
+def parse_mariadb(state: str) -> dict[int, tuple[int, int]]:
+    """``0-1-105,1-2-7`` -> {domain: (server_id, seq)}."""
+    out: dict[int, tuple[int, int]] = {}
+    for part in state.replace(" ", "").split(","):
+        if not part:
+            continue
+        try:
+            domain, server, seq = (int(x) for x in part.split("-"))
+        except ValueError:
+            raise GtidError(f"not a MariaDB GTID: {part!r}") from None
+        out[domain] = (server, seq)
+    return out
+
+
+def format_mariadb(state: dict[int, tuple[int, int]]) -> str:
+    return ",".join(f"{d}-{s}-{n}" for d, (s, n) in sorted(state.items()))
+
+
+class MariaDBTracker:
+    """The last GTID per domain; a single-domain state is kept as the GTID's own string."""
+
+    def __init__(self, state: str) -> None:
+        self.domains = parse_mariadb(state)
+        self.state = format_mariadb(self.domains)
+        self.pending: str | None = None
+
+    def add(self, gtid: str) -> None:
+        self.pending = gtid
+
+    def commit(self) -> str:
+        gtid, self.pending = self.pending, None
+        if gtid is None:
+            return self.state
+        domain, server, seq = (int(x) for x in gtid.split("-"))
+        if len(self.domains) <= 1 and (not self.domains or domain in self.domains):
+            self.domains = {domain: (server, seq)}
+            self.state = gtid
+        else:
+            self.domains[domain] = (server, seq)
+            self.state = format_mariadb(self.domains)
+        return self.state
+
+
+class MySQLTracker:
+    """The executed GTID set, grown by each committed transaction's GTID."""
+
+    def __init__(self, state: str) -> None:
+        try:
+            self.executed = GtidSet(state or None)
+        except (ValueError, AttributeError, IndexError) as exc:
+            raise GtidError(f"not a MySQL GTID set: {state!r} ({exc})") from None
+        self.state = str(self.executed)
+        self.pending: str | None = None
+
+    def add(self, gtid: str) -> None:
+        self.pending = gtid
+
+    def commit(self) -> str:
+        gtid, self.pending = self.pending, None
+        if gtid is not None:
+            one = Gtid(gtid)
+            if not any(one in have for have in self.executed.gtids):  # a re-read is no error
+                self.executed = self.executed + one
+                self.state = str(self.executed)
+        return self.state
+
+
+def tracker(flavor: str, state: str) -> Tracker:
+    return MySQLTracker(state) if flavor == MYSQL else MariaDBTracker(state)
+
+
+def covers(flavor: str, have: str, need: str) -> bool:
+    """True when state ``have`` holds every transaction of state ``need`` (same history assumed)."""
+    if flavor == MYSQL:
+        # GtidSet.__contains__ in 1.0.17 compares whole Gtids for equality: not a subset test
+        mine = GtidSet(have or None).gtids
+        return all(any(g in m for m in mine) for g in GtidSet(need or None).gtids)
+    mine = parse_mariadb(have)
+    return all(d in mine and mine[d][1] >= seq for d, (_, seq) in parse_mariadb(need).items())
+
+
+def missing_domains(have: str, server: str) -> list[str]:
+    """MariaDB: the GTIDs of ``have`` that the server's ``@@gtid_binlog_pos`` cannot contain.
+
+    A domain the server never logged, or a sequence number it has not reached, means it
+    lacks transactions the worker applied: the server does not have our history.  (A
+    domain the server has with a higher sequence number is checked by the server itself,
+    in strict mode, when we ask for it.)
+    """
+    theirs = parse_mariadb(server)
+    return [f"{d}-{s}-{n}" for d, (s, n) in parse_mariadb(have).items()
+            if d not in theirs or theirs[d][1] < n]
