@@ -363,6 +363,40 @@ class MariaDB(_Server):
             params["database"] = database
         return pymysql.connect(**params)
 
+    def query(self, sql: str, args: Any = None) -> list[tuple[Any, ...]]:
+        """One statement as root; its rows."""
+        conn = self.connect()
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql, args)
+                return list(cur.fetchall())
+        finally:
+            conn.close()
+
+    def gtid_pos(self) -> str:
+        return str(self.query("SELECT @@global.gtid_binlog_pos")[0][0])
+
+    def replicate_from(self, primary: MariaDB) -> None:
+        """Become a GTID replica of ``primary`` (start with ``--log-slave-updates`` to chain)."""
+        self.query(f"CHANGE MASTER TO MASTER_HOST='{primary.host}', MASTER_PORT={int(primary.port)},"
+                   " MASTER_USER='root', MASTER_PASSWORD='', MASTER_USE_GTID=slave_pos,"
+                   " MASTER_CONNECT_RETRY=1")
+        self.query("START SLAVE")
+
+    def wait_replicated(self, gtid_pos: str, timeout_s: float = 30) -> None:
+        """Until this replica has applied ``gtid_pos`` (MASTER_GTID_WAIT)."""
+        if self.query("SELECT MASTER_GTID_WAIT(%s, %s)", (gtid_pos, timeout_s))[0][0] != 0:
+            raise DevStackError(f"replica on port {self.port} did not reach {gtid_pos} in {timeout_s} s")
+
+    def stop_replication(self) -> None:
+        self.query("STOP SLAVE")
+
+    def promote(self) -> None:
+        """Stop replicating and take writes: what a failover does to the chosen replica."""
+        self.query("STOP SLAVE")
+        self.query("RESET SLAVE ALL")
+        self.query("SET GLOBAL read_only = 0")
+
     def run_sql_file(self, path: Path, replacements: dict[str, str] | None = None) -> None:
         """Run a script of ``;``-terminated statements as root (as ``mysql < file`` would)."""
         text = Path(path).read_text()

@@ -53,7 +53,7 @@ class Failure:
 _BINLOG_FATAL: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("same server_uuid", "same server_id", "same server id"), "server_id_in_use", RETRY),
     (("could not find gtid state requested", "purged binary logs containing gtids",
-      "purged binary logs containing gtid"), "gtid_purged", FULL),
+      "purged binary logs containing gtid", "purged required binary logs"), "gtid_purged", FULL),
     (("not in the master's binlog", "not in the source's binlog", "is missing the gtid",
       "has more gtids than the master", "has more gtids than the source",
       "slave has diverged", "replica has diverged", "conflicts with the binary log"),
@@ -65,7 +65,9 @@ _BINLOG_FATAL: tuple[tuple[tuple[str, ...], str, str], ...] = (
       "wrong offset", "event header", "could not open log file", "binlog truncated",
       "error reading header", "corrupt", "checksum verification failed"),
      "bad_position", RESUME_BY_GTID),
-    (("exceeded max_allowed_packet",), "event_too_big", RETRY),
+    # read from inside an event, garbage looks like a huge length; a genuinely huge event
+    # fails the GTID resume the same way and ends in a full invalidation: no loop either way
+    (("exceeded max_allowed_packet",), "event_too_big", RESUME_BY_GTID),
     (("can not handle replication events with the checksum",
       "cannot handle replication events with the checksum"), "config", RETRY),
 )

@@ -21,6 +21,7 @@ import pytest
 import redis
 
 from cachetail.devstack import MariaDB, RedisCluster, RedisServer, load_schema
+from cachetail.tcpproxy import TcpProxy
 
 API_PASSWORD = "api-test-pw"
 INVALIDATOR_PASSWORD = "inv-test-pw"
@@ -186,3 +187,50 @@ def cluster_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callab
     yield make
     for cluster in started:
         cluster.kill()
+
+
+@dataclass
+class DatabasePair:
+    """A primary and its GTID replica (``log_slave_updates``), behind one address: a proxy."""
+
+    primary: MariaDB
+    replica: MariaDB
+    proxy: TcpProxy
+
+    def env(self, env: dict[str, str]) -> dict[str, str]:
+        """``env`` with the database address pointing at the proxy."""
+        return {**env, "DB_HOST": self.proxy.host, "DB_PORT": str(self.proxy.port)}
+
+    def failover(self, caught_up: bool = True) -> None:
+        """Stop the primary, promote the replica, move the address (every open connection is
+        cut).  ``caught_up``: a planned failover, the replica has every transaction first."""
+        if caught_up:
+            self.replica.wait_replicated(self.primary.gtid_pos())
+        self.proxy.refuse()
+        self.primary.stop()
+        self.replica.promote()
+        self.proxy.switch((self.replica.host, self.replica.port))
+        self.primary, self.replica = self.replica, self.primary
+
+
+@pytest.fixture
+def database_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[], DatabasePair]]:
+    """``database_pair()`` -> a primary with the schema, a replica in sync, a proxy on the primary."""
+    made: list[DatabasePair] = []
+
+    def make() -> DatabasePair:
+        args = ("--log-slave-updates",)
+        primary = start_mariadb(tmp_path_factory.mktemp("primary"), args)
+        replica = MariaDB(tmp_path_factory.mktemp("replica"), server_id=next(_server_ids), extra_args=args)
+        proxy = TcpProxy((primary.host, primary.port)).start()
+        made.append(DatabasePair(primary, replica, proxy))
+        replica.start()
+        replica.replicate_from(primary)
+        replica.wait_replicated(primary.gtid_pos())
+        return made[-1]
+
+    yield make
+    for pair in made:
+        pair.proxy.close()
+        pair.primary.kill()
+        pair.replica.kill()
