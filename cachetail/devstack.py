@@ -313,8 +313,12 @@ class MariaDB(_Server):
         self.pidfile = self.base_dir / "mariadb.pid"
 
     def _common_args(self) -> list[str]:
-        args = ["--no-defaults", f"--datadir={self.datadir}", "--innodb-buffer-pool-size=64M",
-                "--innodb-log-file-size=16M"]
+        # a tmpdir of its own: servers bootstrapping side by side in a shared /tmp were seen
+        # failing on each other's temporary tables
+        tmpdir = self.base_dir / "tmp"
+        tmpdir.mkdir(parents=True, exist_ok=True)
+        args = ["--no-defaults", f"--datadir={self.datadir}", f"--tmpdir={tmpdir}",
+                "--innodb-buffer-pool-size=64M", "--innodb-log-file-size=16M"]
         if os.geteuid() == 0:
             args.append("--user=root")
         return args
@@ -376,10 +380,12 @@ class MariaDB(_Server):
     def gtid_pos(self) -> str:
         return str(self.query("SELECT @@global.gtid_binlog_pos")[0][0])
 
-    def replicate_from(self, primary: MariaDB) -> None:
-        """Become a GTID replica of ``primary`` (start with ``--log-slave-updates`` to chain)."""
+    def replicate_from(self, primary: MariaDB, rejoin: bool = False) -> None:
+        """Become a GTID replica of ``primary`` (start with ``--log-slave-updates`` to chain).
+        ``rejoin``: a former primary, which starts from its own binlog's GTID state."""
+        use = "current_pos" if rejoin else "slave_pos"
         self.query(f"CHANGE MASTER TO MASTER_HOST='{primary.host}', MASTER_PORT={int(primary.port)},"
-                   " MASTER_USER='root', MASTER_PASSWORD='', MASTER_USE_GTID=slave_pos,"
+                   f" MASTER_USER='root', MASTER_PASSWORD='', MASTER_USE_GTID={use},"
                    " MASTER_CONNECT_RETRY=1")
         self.query("START SLAVE")
 

@@ -7,15 +7,17 @@ what RDS, Aurora or an orchestrator does to the endpoint.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 
-import pymysql
+import anyio
 import pytest
 from pymysqlreplication import BinLogStreamReader
 from pymysqlreplication.row_event import UpdateRowsEvent
 
 from cachetail.devstack import MariaDB
+from api_support import anyio_backend, assert_json_error, running  # noqa: F401
 from conftest import INVALIDATOR_PASSWORD, DatabasePair, Stack
 from invalidator_support import WorkerProcess, get_all, put_all, wait_for, workers  # noqa: F401
 
@@ -198,3 +200,34 @@ def test_a_new_primary_without_our_last_transactions_means_a_full_invalidation(
     update(pair.primary, [61], "c")
     wait_for(lambda: not redis_client.exists(ks.user(61)), what="a change after the full invalidation")
     assert "FULL INVALIDATION (diverged)" in w.log()
+
+
+# ------------------------------------------------------------------ the API
+
+@pytest.mark.anyio
+async def test_the_api_answers_from_the_new_primary_without_a_restart(
+        stack: Stack, redis_client, database_pair, anyio_backend) -> None:
+    """Hits are served while the address leads nowhere, misses answer 503 JSON, and the
+    first read after the address moved answers from the new primary: the pool drops the cut
+    connections and reconnects."""
+    pair = database_pair()
+    async with running(pair.env(stack.api_env())) as (_, client):
+        # several pooled connections to the old primary, all cut by the move
+        warm = await asyncio.gather(*(client.get(f"/user/{i}/nocache") for i in range(1, 9)))
+        assert {r.status_code for r in warm} == {200}
+        assert (await client.get("/user/8")).status_code == 200  # cached now
+
+        await anyio.to_thread.run_sync(pair.replica.wait_replicated, pair.primary.gtid_pos())
+        pair.proxy.refuse()  # the address leads nowhere for a moment
+        hit = await client.get("/user/8")
+        assert (hit.status_code, hit.headers["x-cache"]) == (200, "HIT")
+        down = await client.get("/user/5/nocache")
+        assert assert_json_error(down, 503)["error"] == "database_unavailable"
+
+        await anyio.to_thread.run_sync(pair.failover, False)  # replica already in sync
+        await anyio.to_thread.run_sync(
+            pair.primary.query, "UPDATE cachelab.users SET full_name = 'written on B' WHERE id = 5")
+        after = [await client.get("/user/5/nocache") for _ in range(8)]  # every pooled connection
+    assert [r.status_code for r in after] == [200] * 8
+    assert {r.json()["full_name"] for r in after} == {"written on B"}
+

@@ -62,6 +62,27 @@ T("lag: 45 s behind for 5 minutes fires; spikes and 20 s of steady lag do not",
    (f"cachetail_invalidator_leader{{{INV3}}}", "1x12")],
   [("6m", "CachetailInvalidatorLagging", []),
    ("8m", "CachetailInvalidatorLagging", [a("warning", job=IJ, instance="inv1:9101")])])
+T("not following: inv1 45 s behind the server's binlog end, inv2 failing attempt after attempt while the "
+  "lag cannot move (the server unreachable); both fire after a minute",
+  [(f"cachetail_invalidator_follow_lag_seconds{{{INV}}}", "0 0 45 105 165 225 285 345 405"),
+   (f"cachetail_invalidator_consecutive_failures{{{INV}}}", "0x8"),
+   (f"cachetail_invalidator_leader{{{INV}}}", "1x8"),
+   (f"cachetail_invalidator_follow_lag_seconds{{{INV2}}}", "0x8"),
+   (f"cachetail_invalidator_consecutive_failures{{{INV2}}}", "0 0 6 12 18 24 30 36 42"),
+   (f"cachetail_invalidator_leader{{{INV2}}}", "1x8")],
+  [("2m", "CachetailInvalidatorNotFollowing", []),
+   ("4m", "CachetailInvalidatorNotFollowing", [a("critical", job=IJ, instance="inv1:9101"),
+                                               a("critical", job=IJ, instance="inv2:9101")])])
+T("following: lag spikes (a burst, a failover it follows within seconds), 3 failed attempts, "
+  "and a standby with a frozen lag and failures: nothing",
+  [(f"cachetail_invalidator_follow_lag_seconds{{{INV}}}", "0 40 0 12 0 35 0 0 0 0"),
+   (f"cachetail_invalidator_consecutive_failures{{{INV}}}", "0 3 0 2 0 0 0 0 0 0"),
+   (f"cachetail_invalidator_leader{{{INV}}}", "1x10"),
+   (f"cachetail_invalidator_follow_lag_seconds{{{INV3}}}", "600x10"),
+   (f"cachetail_invalidator_consecutive_failures{{{INV3}}}", "20x10"),
+   (f"cachetail_invalidator_leader{{{INV3}}}", "0x10")],
+  [("3m", "CachetailInvalidatorNotFollowing", []), ("7m", "CachetailInvalidatorNotFollowing", []),
+   ("10m", "CachetailInvalidatorNotFollowing", [])])
 T("a leader and a standby: no leader alert; both standbys for 2 minutes: fires after 1",
   [(f"cachetail_invalidator_leader{{{INV}}}", "1 1 1 1 0 0 0 0"),
    (f"cachetail_invalidator_leader{{{INV2}}}", "0x8")],

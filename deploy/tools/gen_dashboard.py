@@ -124,7 +124,7 @@ panels[-1]["fieldConfig"]["overrides"] = [{"matcher": {"id": "byName", "options"
 ts("Keys per second", "Redis keys acted on: deleted, refreshed (refresh mode), generation_bumped (every products list variant at once), cleared (full invalidation).",
    [(f'sum by (action) (rate(cachetail_invalidator_keys_total[{RI}]))', "{{action}}")], 12, y, unit="ops", stack=True)
 y += 8
-ts("Reconnects and full invalidations", "Reconnects after a lost connection by target (mysql, redis), and full invalidations by reason (no_position, purged), per interval. A full invalidation is followed by a burst of misses.",
+ts("Reconnects and full invalidations", "Reconnects after a lost connection by target (mysql, redis), and full invalidations by reason (no_position, purged, diverged, ...), per interval. A full invalidation is followed by a burst of misses.",
    [(f'sum by (target) (increase(cachetail_invalidator_reconnects_total[{RI}]))', "reconnect {{target}}"),
     (f'sum by (reason) (increase(cachetail_invalidator_full_invalidations_total[{RI}]))', "full invalidation {{reason}}")],
    0, y, unit="short", bars=True)
@@ -141,6 +141,21 @@ ts("Takeovers, lost leases and failover replays", "Per interval: leases acquired
     (f'sum by (instance) (increase(cachetail_invalidator_leadership_lost_total[{RI}]))', "lost {{instance}}"),
     (f'sum by (reason) (increase(cachetail_invalidator_replays_total[{RI}]))', "replay {{reason}}")],
    12, y, unit="short", bars=True)
+y += 8
+ts("Following the database", "follow_lag_seconds: time since the leader last had applied everything the MySQL server's own binlog held (asked once a second; 0 while it keeps up). Consecutive failures: attempts to follow that failed since the last real progress (right axis). Both rise during a database failover and must fall within seconds.",
+   [('max by (instance) (cachetail_invalidator_follow_lag_seconds and on (job, instance) cachetail_invalidator_leader == 1)', "lag {{instance}}"),
+    ('max by (instance) (cachetail_invalidator_consecutive_failures)', "failures {{instance}}")],
+   0, y, unit="s", thresholds=[{"color": "green", "value": None}, {"color": "red", "value": 30}])
+panels[-1]["fieldConfig"]["overrides"] = [{"matcher": {"id": "byRegexp", "options": "^failures .*"},
+                                          "properties": [{"id": "unit", "value": "short"}, {"id": "custom.axisPlacement", "value": "right"}]}]
+ts("Binlog errors, resumes and the server followed", "Per interval: failed connects and broken streams by kind, streams opened by how their start was named (position on its own server, gtid on another), and database failovers followed (source changes). The server_id followed is on the right axis.",
+   [(f'sum by (kind) (increase(cachetail_invalidator_stream_errors_total[{RI}]))', "error {{kind}}"),
+    (f'sum by (how) (increase(cachetail_invalidator_resumes_total[{RI}]))', "resume by {{how}}"),
+    (f'sum(increase(cachetail_invalidator_source_changes_total[{RI}]))', "source changes"),
+    ('max by (instance) (cachetail_invalidator_source_server_id and on (job, instance) cachetail_invalidator_leader == 1)', "server_id {{instance}}")],
+   12, y, unit="short", bars=True)
+panels[-1]["fieldConfig"]["overrides"] = [{"matcher": {"id": "byRegexp", "options": "^server_id .*"},
+                                          "properties": [{"id": "custom.drawStyle", "value": "line"}, {"id": "custom.axisPlacement", "value": "right"}]}]
 
 dash = {
     "__requires": [{"type": "grafana", "id": "grafana", "name": "Grafana", "version": "9.0.0"},
