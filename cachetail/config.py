@@ -110,7 +110,8 @@ class Config:
     def tables(self) -> tuple[str, ...]:
         """Every table a declaration reads, in declaration order, once."""
         seen: dict[str, None] = {}
-        for spec in (*self.entities, *self.lists):
+        specs: tuple[EntitySpec | ListSpec, ...] = (*self.entities, *self.lists)
+        for spec in specs:
             seen.setdefault(spec.table, None)
         return tuple(seen)
 
@@ -164,7 +165,7 @@ class _Entry:
     def error(self, field: str, message: str) -> None:
         self.errors.append(f"{self.where}.{field}: {message}")
 
-    def str(self, field: str, pattern: re.Pattern[str] | None = None, default: str | None = None,
+    def text(self, field: str, pattern: re.Pattern[str] | None = None, default: str | None = None,
             what: str = "") -> str | None:
         value = self.table.get(field, default)
         if value is None:
@@ -175,7 +176,7 @@ class _Entry:
             return None
         return value
 
-    def int(self, field: str, lo: int, hi: int, default: int | None = None) -> int | None:
+    def integer(self, field: str, lo: int, hi: int, default: int | None = None) -> int | None:
         value = self.table.get(field, default)
         if value is None:
             self.error(field, "missing (required)")
@@ -185,14 +186,14 @@ class _Entry:
             return None
         return value
 
-    def bool(self, field: str, default: bool) -> bool:
+    def flag(self, field: str, default: bool) -> bool:
         value = self.table.get(field, default)
         if not isinstance(value, bool):
             self.error(field, f"expected true or false, got {value!r:.40}")
             return default
         return value
 
-    def columns(self, field: str, required: bool, lo: int = 1, hi: int = 1000,
+    def names(self, field: str, required: bool, lo: int = 1, hi: int = 1000,
                 pattern: re.Pattern[str] = IDENTIFIER) -> tuple[str, ...] | None:
         value = self.table.get(field)
         if value is None:
@@ -219,7 +220,7 @@ def _tables(data: Mapping[str, Any], section: str, errors: list[str]) -> list[tu
     if not isinstance(found, dict):
         errors.append(f"{section}: expected tables [{section}.NAME]")
         return []
-    out = []
+    out: list[tuple[str, Mapping[str, Any]]] = []
     for name, table in found.items():
         if not NAME.fullmatch(name):
             errors.append(f"{section}.{name}: a name is 1 to 40 of a-z, 0-9 and _, starting with a letter")
@@ -233,8 +234,8 @@ def _tables(data: Mapping[str, Any], section: str, errors: list[str]) -> list[tu
 def _entity(name: str, table: Mapping[str, Any], errors: list[str]) -> EntitySpec | None:
     e = _Entry(f"entities.{name}", table, ENTITY_SETTINGS, errors)
     before = len(errors)
-    key = e.columns("key", required=True, hi=MAX_KEY_COLUMNS)
-    route = e.str("route", what="a path such as /customers/{code}")
+    key = e.names("key", required=True, hi=MAX_KEY_COLUMNS)
+    route = e.text("route", what="a path such as /customers/{code}")
     nocache = table.get("nocache_route")
     if route is not None and key is not None:
         _check_route(e, "route", route, key)
@@ -245,15 +246,15 @@ def _entity(name: str, table: Mapping[str, Any], errors: list[str]) -> EntitySpe
             _check_route(e, "nocache_route", nocache, key)
     spec = EntitySpec(
         name=name,
-        table=e.str("table", IDENTIFIER, what="a table name") or "",
+        table=e.text("table", IDENTIFIER, what="a table name") or "",
         route=route or "",
         key=key or (),
-        columns=e.columns("columns", required=False),
-        ttl_s=e.int("ttl_s", 1, MAX_TTL_S, 3600) or 0,
-        negative_ttl_s=_or0(e.int("negative_ttl_s", 0, MAX_TTL_S, 30)),
-        nearcache=e.bool("nearcache", False),
+        columns=e.names("columns", required=False),
+        ttl_s=e.integer("ttl_s", 1, MAX_TTL_S, 3600) or 0,
+        negative_ttl_s=_or0(e.integer("negative_ttl_s", 0, MAX_TTL_S, 30)),
+        nearcache=e.flag("nearcache", False),
         nocache_route=nocache if isinstance(nocache, str) else None,
-        key_tag=e.str("key_tag", TAG, default=name, what="1 to 24 of A-Z a-z 0-9 _ . -") or name,
+        key_tag=e.text("key_tag", TAG, default=name, what="1 to 24 of A-Z a-z 0-9 _ . -") or name,
     )
     if spec.columns is not None and key is not None:
         missing = [k for k in key if k not in spec.columns]
@@ -265,22 +266,22 @@ def _entity(name: str, table: Mapping[str, Any], errors: list[str]) -> EntitySpe
 def _list(name: str, table: Mapping[str, Any], errors: list[str]) -> ListSpec | None:
     e = _Entry(f"lists.{name}", table, LIST_SETTINGS, errors)
     before = len(errors)
-    route = e.str("route", what="a path such as /orders")
+    route = e.text("route", what="a path such as /orders")
     if route is not None:
         _check_route(e, "route", route, ())
     filters = _filters(e, table.get("filters", {}))
     order = _order(e, table.get("order"))
     spec = ListSpec(
         name=name,
-        table=e.str("table", IDENTIFIER, what="a table name") or "",
+        table=e.text("table", IDENTIFIER, what="a table name") or "",
         route=route or "",
         filters=filters,
         order=order,
-        limit=e.int("limit", 1, MAX_LIMIT) or 0,
-        paging=e.bool("paging", False),
-        columns=e.columns("columns", required=False),
-        ttl_s=e.int("ttl_s", 1, MAX_TTL_S, 300) or 0,
-        key_tag=e.str("key_tag", TAG, default=name, what="1 to 24 of A-Z a-z 0-9 _ . -") or name,
+        limit=e.integer("limit", 1, MAX_LIMIT) or 0,
+        paging=e.flag("paging", False),
+        columns=e.names("columns", required=False),
+        ttl_s=e.integer("ttl_s", 1, MAX_TTL_S, 300) or 0,
+        key_tag=e.text("key_tag", TAG, default=name, what="1 to 24 of A-Z a-z 0-9 _ . -") or name,
     )
     if spec.columns is not None:
         needed = [c for c, _ in order if c not in spec.columns] if spec.paging else []
@@ -355,7 +356,8 @@ def _check_unique(entities: list[EntitySpec], lists: list[ListSpec], errors: lis
     names: dict[str, str] = {}
     tags: dict[str, str] = {}
     routes: list[tuple[str, str]] = []
-    for spec in (*entities, *lists):
+    specs: list[EntitySpec | ListSpec] = [*entities, *lists]
+    for spec in specs:
         if spec.name in names:  # an entity and a list share the metric label `entity`
             errors.append(f"{spec.where}: the name {spec.name} is also {names[spec.name]}")
         names.setdefault(spec.name, spec.where)
