@@ -117,6 +117,7 @@ def types_table(single_stack: Stack) -> Iterator[tuple[Any, RowCodec]]:
     codec = RowCodec([c for c in load_columns(conn, "types") if c.name != "id"])
     yield conn, codec
     conn.close()
+    single_stack.mariadb.query(f"DROP DATABASE {SCHEMA}")
 
 
 def _write(conn: Any, sql: str, params: list[tuple[Any, ...]]) -> None:
