@@ -114,7 +114,7 @@ def float32_text(value: float) -> str:
         inside = [d for d in _neighbours(abs(value), digits)
                   if low < Fraction(d) < high or (closed and Fraction(d) in (low, high))]
         if inside:
-            best = min(inside, key=lambda d: (abs(Fraction(d) - exact), d))
+            best = min(inside, key=lambda d: (abs(Fraction(d) - exact), d.as_tuple().digits[-1] % 2))
             return _layout(best, value < 0)
     raise CodecError(f"no float32 text for {value!r}")  # 9 digits always suffice
 
