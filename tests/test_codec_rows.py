@@ -5,6 +5,9 @@ the lab's users and products keep exactly the bytes keyspace.py serves today."""
 from __future__ import annotations
 
 import json
+import math
+import random
+import struct
 from collections.abc import Iterator
 from typing import Any
 
@@ -337,3 +340,29 @@ def test_lab_refreshes_from_the_binlog_keep_the_bytes_served_today(single_stack:
         assert products.from_binlog(image) == products.from_select(row)
     assert any(row["description"] is None for row in cold_products.values())
     assert any(row["stock"] < 0 for row in cold_products.values())
+
+
+def test_random_floats_and_doubles_come_back_exact_on_both_paths(single_stack: Stack,
+                                                                 types_table: tuple[Any, RowCodec]) -> None:
+    """The text protocol is exact for DOUBLE (MariaDB prints the shortest round-trip text) and,
+    cast to DOUBLE, for FLOAT; the binlog holds the binary values."""
+    conn, _ = types_table
+    rnd = random.Random(7)
+    pairs: list[tuple[float, float]] = []
+    while len(pairs) < 2000:
+        f = struct.unpack("<f", struct.pack("<I", rnd.getrandbits(32)))[0]
+        d = struct.unpack("<d", struct.pack("<Q", rnd.getrandbits(64)))[0]
+        if math.isfinite(f) and math.isfinite(d):
+            pairs.append((f, d))
+    with conn.cursor() as cur:
+        cur.execute("CREATE TABLE numbers (id INT NOT NULL PRIMARY KEY, f FLOAT NOT NULL, d DOUBLE NOT NULL)")
+        codec = RowCodec(load_columns(conn, "numbers"))
+        begin = position(conn)
+        cur.executemany("INSERT INTO numbers VALUES (%s, %s, %s)", [(i, f, d) for i, (f, d) in enumerate(pairs)])
+        cur.execute(f"SELECT {codec.select_list()} FROM numbers ORDER BY id")
+        cold = [codec.from_select(r) for r in cur.fetchall()]
+    hot = [codec.from_binlog(i.values) for i in binlog_images(single_stack.mariadb, begin, ["numbers"])]
+    assert cold == hot
+    for (f, d), text in zip(pairs, cold):
+        found = json.loads(text)
+        assert struct.pack("<f", found["f"]) == struct.pack("<f", f) and found["d"] == (d or 0.0)
