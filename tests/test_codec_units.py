@@ -14,7 +14,8 @@ import pytest
 
 from cachetail.codec import CodecError, Column, RowCodec, UnsupportedColumn
 from cachetail.codec_columns import encodable, parse_members, prepare_binlog_columns, register_mysql_latin1
-from cachetail.codec_values import float32_text, library_time_micros, repr_style
+from cachetail.codec_floats import float32_text, repr_style
+from cachetail.codec_values import library_time_micros
 
 
 def _float32s(count: int) -> list[float]:
