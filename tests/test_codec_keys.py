@@ -119,7 +119,8 @@ BAD: list[tuple[str, int, str, str]] = [  # table, parameter index, input, messa
     ("k3", 0, "-", "a: must be an integer (1 to 20 ASCII digits, optionally after '-') (got '-')"),
     ("k3", 0, "0x1", "a: must be an integer (1 to 20 ASCII digits, optionally after '-') (got '0x1')"),
     ("k3", 1, "-1", "b: must be an integer (1 to 20 ASCII digits) (got '-1')"),
-    ("k3", 1, "18446744073709551616", "b: must be between 0 and 18446744073709551615 (got '18446744073709551616')"),
+    ("k3", 1, "18446744073709551616",
+     "b: must be between 0 and 18446744073709551615 (got '18446744073709551616')"),
     ("k3", 1, "1" * 21, "b: must be an integer (1 to 20 ASCII digits) (got '111111111111111111111')"),
     ("kv", 0, "", "name: must not be empty"),
     ("kv", 0, "x" * 21, "name: must be at most 20 characters (got 'xxxxxxxxxxxxxxxxxxxxx')"),
@@ -161,7 +162,8 @@ def test_a_bad_key_never_echoes_more_than_40_characters(keys_db: tuple[Any, dict
     codec = keys_db[1]["k3"]
     with pytest.raises(BadKey) as caught:
         codec.parse(["9" * 5000, "0", "0"])
-    assert str(caught.value) == f"a: must be an integer (1 to 20 ASCII digits, optionally after '-') (got '{'9' * 40}'...)"
+    assert str(caught.value) == ("a: must be an integer (1 to 20 ASCII digits, optionally after '-')"
+                                 f" (got '{'9' * 40}'...)")
     with pytest.raises(BadKey, match=r"^a/b/c: expected 3 path parameters$"):
         codec.parse(["1"])
 
@@ -221,7 +223,8 @@ UNSUPPORTED = {
     "uu": ("UUID", "column 'uu' (uuid): type uuid is not supported"),
     "i6": ("INET6", "column 'i6' (inet6): type inet6 is not supported"),
     "cy": ("VARCHAR(10) CHARACTER SET cp1251",
-           "column 'cy' (varchar(10)): character set cp1251 is not supported (utf8mb4, utf8mb3, latin1, ascii are)"),
+           "column 'cy' (varchar(10)): character set cp1251 is not supported"
+           " (utf8mb4, utf8mb3, latin1, ascii are)"),
     "le": ("ENUM('a','é') CHARACTER SET latin1",
            "column 'le' (enum('a','é')): non-ASCII ENUM members in latin1: the binlog library decodes"
            " member names as UTF-8"),
