@@ -1,6 +1,6 @@
 """One column value -> its JSON text, from a PyMySQL SELECT ("cold") and from a
 python-mysql-replication 1.0.17 row image ("binlog").  See cachetail/codec.py for the
-table of forms; this module holds the per-type converters and the number printers.
+table of forms; this module holds the per-type converters (FLOAT printing: codec_floats.py).
 
 What each path really returns on MariaDB 10.11, where they differ (measured, tested):
 
