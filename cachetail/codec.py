@@ -9,7 +9,7 @@ Public API (the rest of cachetail imports these from here)::
     KeyCodec(key_columns, params=None): parse(path_params), where(), text_from_row(row),
                        text_from_binlog(values), text_from_params(values), canonical(values, row),
                        negatives_cacheable
-    prepare_binlog_event(event), CodecError, UnsupportedColumn, BadKey
+    prepare_binlog_event(event), quote_identifier(name), CodecError, UnsupportedColumn, BadKey
 
 JSON: an object with the served columns in their served order, compact separators,
 ``ensure_ascii=False``, UTF-8.  Per type (NULL is ``null`` for every type):
@@ -60,7 +60,7 @@ from cachetail.codec_columns import (
 from cachetail.codec_keys import BadKey, KeyCodec, quote_identifier
 from cachetail.codec_values import NULL, Converter, converters, json_str, select_expression
 
-__all__ = ["BadKey", "CodecError", "Column", "KeyCodec", "RowCodec", "UnsupportedColumn",
+__all__ = ["BadKey", "CodecError", "Column", "KeyCodec", "RowCodec", "UnsupportedColumn", "quote_identifier",
            "load_columns", "prepare_binlog_event", "unsupported"]
 
 EMPTY_SET = "empty set"  # pymysqlreplication.constants.NONE_SOURCE.EMPTY_SET
