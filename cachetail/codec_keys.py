@@ -1,0 +1,251 @@
+"""Entity keys: URL path parameters -> WHERE values, and the canonical key text.
+
+A key is 1 to 3 NOT NULL columns of a primary or unique key: integers (any width, signed or
+unsigned), CHAR / VARCHAR (utf8mb4, utf8mb3, latin1, ascii), BINARY / VARBINARY.  Its text,
+the part of the Redis key after the entity's tag, joins one part per column with ':':
+
+- integers in decimal (``-5``, ``18446744073709551615``);
+- strings as the percent-encoded UTF-8 of the exact value (``caf%C3%A9``): ':' '{' '}' '%'
+  and every non-ASCII character are encoded, so parts never run into each other;
+- binary as lowercase hex of all its bytes (a BINARY(n) with its 0x00 padding).
+
+The text is the same for a row read by a SELECT, for its binlog image and for the parsed
+path parameters that spell it exactly.
+
+The collation rule.  Under a case- or accent-insensitive collation, or a PAD SPACE one
+(every MariaDB collation without ``nopad`` in its name, ``_bin`` ones included), the
+spellings ``abc``, ``ABC`` and ``ABC%20`` find the same row ``ABC``; the invalidator only
+ever sees ``ABC``.  So:
+
+1. a row is stored only under its own key text: the API stores a fill only when
+   ``canonical(requested, row)`` holds; another spelling is answered uncached (or redirected);
+2. a 404 is cached only when ``negatives_cacheable``: every key column is an integer, a
+   binary string, or a string under a binary NO PAD collation (``utf8mb4_nopad_bin``,
+   MySQL's ``utf8mb4_0900_bin``).  Under any other collation a spelling that finds nothing
+   today may find a row inserted later under another spelling, whose insert deletes only
+   that row's own key, so the cached 404 would outlive it.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+from urllib.parse import quote
+
+from cachetail.codec_columns import CodecError, Column, UnsupportedColumn, encodable, unsupported
+
+SHOWN = 40  # at most this many characters of bad input go into a message
+MAX_KEY_COLUMNS = 3
+_UUID = re.compile(r"[0-9a-fA-F]{32}|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_HEX = re.compile(r"(?:[0-9a-fA-F]{2})+")
+
+
+class BadKey(ValueError):
+    """A path parameter that is not a valid key value: the API answers 400 with ``str(exc)``."""
+
+    def __init__(self, param: str, reason: str, raw: str | None = None) -> None:
+        self.param, self.reason = param, reason
+        shown = "" if raw is None else f" (got {_shown(raw)})"
+        super().__init__(f"{param}: {reason}{shown}")
+
+
+def _shown(raw: str) -> str:
+    return repr(raw[:SHOWN]) + ("..." if len(raw) > SHOWN else "")
+
+
+def quote_identifier(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
+def unsupported_key(column: Column) -> str | None:
+    """Why ``column`` cannot be part of an entity key, in one line; None when it can."""
+    what = f"key column {column.name!r} ({column.column_type})"
+    if column.nullable:
+        return f"{what}: a key column must be NOT NULL"
+    if not (column.integer_bits or column.data_type in ("char", "varchar", "binary", "varbinary")):
+        return f"{what}: only integers, CHAR, VARCHAR, BINARY and VARBINARY can be keys"
+    return unsupported(column)
+
+
+def negatives_safe(column: Column) -> bool:
+    """Whether no spelling but the row's own can ever find a row by this column."""
+    if column.integer_bits or column.is_binary:
+        return True
+    collation = (column.collation or "").lower()
+    no_pad = "_nopad_" in collation or "_0900_" in collation
+    return collation == "binary" or (collation.endswith("_bin") and no_pad)
+
+
+# --------------------------------------------------------------- parsers
+
+Parser = Callable[[str, str], Any]
+
+
+def _integer_parser(column: Column) -> Parser:
+    low, high = column.integer_range
+    pattern = re.compile(r"-?[0-9]{1,20}" if low < 0 else r"[0-9]{1,20}")
+    form = "1 to 20 ASCII digits, optionally after '-'" if low < 0 else "1 to 20 ASCII digits"
+
+    def parse(param: str, raw: str) -> int:
+        if not pattern.fullmatch(raw):
+            raise BadKey(param, f"must be an integer ({form})", raw)
+        value = int(raw)
+        if not low <= value <= high:
+            raise BadKey(param, f"must be between {low} and {high}", raw)
+        return value
+
+    return parse
+
+
+def _text_parser(column: Column) -> Parser:
+    limit = column.char_length or 0
+
+    def parse(param: str, raw: str) -> str:
+        if not raw:
+            raise BadKey(param, "must not be empty")
+        if len(raw) > limit:
+            raise BadKey(param, f"must be at most {limit} characters", raw)
+        if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in raw):
+            raise BadKey(param, "must not contain control characters", raw)
+        if not encodable(raw, column.charset):
+            raise BadKey(param, f"has characters that {column.charset} cannot hold", raw)
+        return raw
+
+    return parse
+
+
+def _uuid_parser(param: str, raw: str) -> bytes:
+    if not _UUID.fullmatch(raw):
+        raise BadKey(param, "must be a UUID: 32 hex digits or 8-4-4-4-12", raw)
+    return bytes.fromhex(raw.replace("-", ""))
+
+
+def _hex_parser(column: Column) -> Parser:
+    size = column.char_length or 0
+    fixed = column.data_type == "binary"
+    wanted = f"{2 * size} hex digits" if fixed else f"hex, 1 to {size} bytes"
+
+    def parse(param: str, raw: str) -> bytes:
+        if not _HEX.fullmatch(raw) or (len(raw) != 2 * size if fixed else len(raw) > 2 * size):
+            raise BadKey(param, f"must be {wanted}", raw)
+        return bytes.fromhex(raw)
+
+    return parse
+
+
+def _parser(column: Column) -> Parser:
+    if column.integer_bits:
+        return _integer_parser(column)
+    if column.data_type == "binary" and column.char_length == 16:
+        return _uuid_parser
+    if column.is_binary:
+        return _hex_parser(column)
+    return _text_parser(column)
+
+
+# ------------------------------------------------------------- key texts
+
+Texter = Callable[[Any], str]
+
+
+def _integer_text(value: Any) -> str:
+    if type(value) is not int:
+        raise TypeError(f"expected an integer, got {type(value).__name__}")
+    return str(value)
+
+
+def _string_text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected text, got {type(value).__name__}")
+    return quote(value, safe="")
+
+
+def _binary_text(length: int | None) -> Texter:
+    def text(value: Any) -> str:
+        if value == "":  # the library's empty binary value
+            value = b""
+        if not isinstance(value, bytes):
+            raise TypeError(f"expected bytes, got {type(value).__name__}")
+        return (value.ljust(length, b"\x00") if length else value).hex()
+
+    return text
+
+
+def _texter(column: Column) -> Texter:
+    if column.integer_bits:
+        return _integer_text
+    if column.is_binary:
+        return _binary_text(column.char_length if column.data_type == "binary" else None)
+    return _string_text
+
+
+class KeyCodec:
+    """The key columns of an entity, in key order; ``params`` names the path parameters
+    (default: the column names)."""
+
+    def __init__(self, key_columns: Sequence[Column], params: Sequence[str] | None = None) -> None:
+        if not 1 <= len(key_columns) <= MAX_KEY_COLUMNS:
+            raise CodecError(f"a key has 1 to {MAX_KEY_COLUMNS} columns, not {len(key_columns)}")
+        for column in key_columns:
+            problem = unsupported_key(column)
+            if problem is not None:
+                raise UnsupportedColumn(problem)
+        self.columns = tuple(key_columns)
+        self.names = tuple(c.name for c in key_columns)
+        self.params = tuple(params) if params is not None else self.names
+        if len(self.params) != len(self.columns):
+            raise CodecError(f"{len(self.params)} path parameters for {len(self.columns)} key columns")
+        self._parsers = tuple(_parser(c) for c in key_columns)
+        self._texters = tuple(_texter(c) for c in key_columns)
+        self._negatives = all(negatives_safe(c) for c in key_columns)
+
+    @property
+    def negatives_cacheable(self) -> bool:
+        """Whether a 404 for this key may be cached (see the collation rule above)."""
+        return self._negatives
+
+    def parse(self, path_params: Sequence[str]) -> tuple[Any, ...]:
+        """The WHERE values for the path parameters; :class:`BadKey` for a bad one."""
+        if len(path_params) != len(self.columns):
+            raise BadKey("/".join(self.params), f"expected {len(self.columns)} path parameters")
+        return tuple(p(name, raw) for p, name, raw in zip(self._parsers, self.params, path_params))
+
+    def where(self) -> str:
+        return " AND ".join(f"{quote_identifier(n)} = %s" for n in self.names)
+
+    def text_from_params(self, values: Sequence[Any]) -> str:
+        """The key text of :meth:`parse`'s values."""
+        return self._text(values)
+
+    def text_from_row(self, row: Mapping[str, Any]) -> str:
+        """The key text of a PyMySQL row holding the key columns."""
+        return self._text([self._value(row, n) for n in self.names])
+
+    def text_from_binlog(self, values: Mapping[str, Any]) -> str:
+        """The key text of a python-mysql-replication row image."""
+        return self._text([self._value(values, n) for n in self.names])
+
+    def canonical(self, requested: Sequence[Any], row: Mapping[str, Any]) -> bool:
+        """Whether the row found for the parsed ``requested`` values spells them exactly,
+        so that its copy may be stored under their key."""
+        return self.text_from_params(requested) == self.text_from_row(row)
+
+    def _text(self, values: Sequence[Any]) -> str:
+        if len(values) != len(self._texters):
+            raise CodecError(f"expected {len(self._texters)} key values, got {len(values)}")
+        try:
+            return ":".join(t(v) for t, v in zip(self._texters, values))
+        except TypeError as exc:
+            raise CodecError(f"key {self.names!r}: {exc}") from exc
+
+    @staticmethod
+    def _value(row: Mapping[str, Any], name: str) -> Any:
+        try:
+            value = row[name]
+        except KeyError:
+            raise CodecError(f"key column {name!r} is missing from the row") from None
+        if value is None:
+            raise CodecError(f"key column {name!r} is NULL")
+        return value
