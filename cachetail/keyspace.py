@@ -68,6 +68,39 @@ class Keyspace:
     ttl_products_s: int = 300
     ttl_negative_s: int = 30
 
+    # ---- declared entities and lists (cachetail.toml); every key below is built here
+
+    def row(self, tag: str, text: str) -> str:
+        """One entity row: ``ct:{<tag>:<key text>}`` (the lab's users: ``ct:{u:42}``)."""
+        return f"{self.prefix}:{{{tag}:{text}}}"
+
+    def row_prefix(self, tag: str) -> str:
+        """What every row key of an entity starts with (client tracking, DDL clears)."""
+        return f"{self.prefix}:{{{tag}:"
+
+    @staticmethod
+    def variant(tag: str, assignment: tuple[tuple[str, str], ...] = ()) -> str:
+        """A list variant's hash tag: ``<tag>`` or ``<tag>:<param>=<text>&...``.  Texts are
+        percent-encoded values or ``~<weight>``, so ``&``, ``=`` and ``}`` never appear raw."""
+        if not assignment:
+            return tag
+        return tag + ":" + "&".join(f"{param}={text}" for param, text in assignment)
+
+    def list_generation(self, variant: str) -> str:
+        """The variant's generation: pages stamped with another one are stale."""
+        return f"{self.prefix}:{{{variant}}}:gen"
+
+    def list_page(self, variant: str, cursor: str | None = None) -> str:
+        """The first page (``:v``), or the page after a cursor (``:a:<cursor>``); same slot as
+        the generation."""
+        if cursor is None:
+            return f"{self.prefix}:{{{variant}}}:v"
+        return f"{self.prefix}:{{{variant}}}:a:{cursor}"
+
+    def list_patterns(self, tag: str) -> tuple[str, str]:
+        """SCAN patterns of every key of one list (DDL on its table; never a hot path)."""
+        return f"{self.prefix}:{{{tag}}}*", f"{self.prefix}:{{{tag}:*"
+
     def user(self, user_id: int) -> str:
         return f"{self.prefix}:{{u:{user_id}}}"
 
