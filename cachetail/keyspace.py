@@ -337,15 +337,15 @@ return tonumber(new_generation())
 # ------------------------------------------------- the invalidator's scripts
 
 # One op per data key (ARGV), the same in both scripts below:
-#   "D"          delete the key
-#   "B"          bump the products generation (INCR, or re-create from the clock)
-#   "=" + bytes  store the bytes with the users TTL (refresh mode)
+#   "D"                    delete the key
+#   "B"                    bump a list generation (INCR, or re-create from the clock)
+#   "=" <ttl> " " bytes    store the bytes for <ttl> seconds (refresh mode)
 OP_DELETE = b"D"
 OP_BUMP = b"B"
 OP_SET = b"="
 
 _APPLY_OP = """
-local function apply(key, op, ttl)
+local function apply(key, op)
   local c = string.sub(op, 1, 1)
   if c == 'D' then
     redis.call('DEL', key)
@@ -357,7 +357,8 @@ local function apply(key, op, ttl)
       redis.call('SET', key, string.format('%.0f', tonumber(t[1]) * 1000000 + tonumber(t[2])))
     end
   else
-    redis.call('SET', key, string.sub(op, 2), 'EX', ttl)
+    local sp = string.find(op, ' ', 2, true)
+    redis.call('SET', key, string.sub(op, sp + 1), 'EX', string.sub(op, 2, sp - 1))
   end
 end
 """
@@ -368,10 +369,10 @@ end
 # it carries a whole transaction; on a cluster only the position (the data keys
 # go slot by slot through SLOT_APPLY).
 # KEYS[1]=leader KEYS[2]=position KEYS[3..]=data keys
-# ARGV[1]=leader value ARGV[2]=position JSON or '' ARGV[3]=users TTL s ARGV[4..]=ops
+# ARGV[1]=leader value ARGV[2]=position JSON or '' ARGV[3..]=ops
 FENCED_APPLY = _APPLY_OP + """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-for i = 3, #KEYS do apply(KEYS[i], ARGV[i + 1], ARGV[3]) end
+for i = 3, #KEYS do apply(KEYS[i], ARGV[i]) end
 if ARGV[2] ~= '' then redis.call('SET', KEYS[2], ARGV[2]) end
 return 1
 """
@@ -382,13 +383,13 @@ return 1
 # still write a slot the new one has not reached yet: the new one replays from
 # the shared position, which is never past the old one's work, so it rewrites
 # those keys after it.
-# KEYS[1]=slot fence KEYS[2..]=data keys  ARGV[1]=token ARGV[2]=users TTL s ARGV[3..]=ops
+# KEYS[1]=slot fence KEYS[2..]=data keys  ARGV[1]=token ARGV[2..]=ops
 SLOT_APPLY = _APPLY_OP + """
 local seen = tonumber(redis.call('GET', KEYS[1]) or '0')
 local token = tonumber(ARGV[1])
 if seen > token then return 0 end
 if seen < token then redis.call('SET', KEYS[1], ARGV[1]) end
-for i = 2, #KEYS do apply(KEYS[i], ARGV[i + 1], ARGV[2]) end
+for i = 2, #KEYS do apply(KEYS[i], ARGV[i]) end
 return 1
 """
 

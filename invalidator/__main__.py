@@ -15,6 +15,7 @@ import threading
 import urllib.error
 import urllib.request
 
+from cachetail import config as declaration
 from cachetail.settings import Reader, SettingsError, load_environment
 
 from invalidator.checks import CheckFailed
@@ -58,8 +59,13 @@ def main(argv: list[str] | None = None) -> int:
         return check(env)
     try:
         settings = InvalidatorSettings.from_env(env)
+        declaration.load(settings.config_path)  # read and checked before any connection
     except SettingsError as exc:
         print(f"invalidator: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except declaration.ConfigError as exc:
+        for line in exc.errors:
+            print(f"invalidator: {exc.source}: {line}", file=sys.stderr)
         return 2
 
     from invalidator.worker import Worker  # the heavy imports only when running
@@ -75,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return Worker(settings, stop).run()
     except CheckFailed as exc:
-        print(f"invalidator: start-up check failed: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines():
+            print(f"invalidator: start-up check failed: {line}", file=sys.stderr)
         return 2
     except OSError as exc:
         if exc.filename is None and "address" in str(exc).lower():

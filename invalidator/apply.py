@@ -1,8 +1,9 @@
 """One transaction's changes -> the keys it made stale -> one fenced Redis script.
 
 :class:`Batch` collects, deduplicated, what a transaction did to the tables
-cachetail caches: for each user key the last action (delete, or in refresh mode
-the new row's bytes), and whether any product changed.  :class:`Applier` sends
+cachetail caches (see :mod:`invalidator.rules`): for each key the last action
+(delete, write the new row's bytes in refresh mode, bump a list variant's
+generation), and the patterns a DDL statement clears.  :class:`Applier` sends
 a batch in one fenced script together with the position after the transaction, and
 retries with backoff until Redis acknowledges it or the worker is told to stop.
 It never gives up and never moves the position past unacknowledged work.
@@ -17,14 +18,12 @@ import random
 import select
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import redis
 
-from cachetail.keyspace import (
-    FENCED_APPLY, OP_BUMP, OP_DELETE, OP_SET, SLOT_APPLY, Keyspace, key_slot, serialize_user,
-)
+from cachetail.keyspace import FENCED_APPLY, OP_BUMP, OP_DELETE, OP_SET, SLOT_APPLY, Keyspace, key_slot
 from metrics import invalidator as m
 
 from invalidator.leader import Leadership, LostLeadership
@@ -53,40 +52,28 @@ def backoff_delays(first: float, cap: float) -> Any:
 
 
 class Batch:
-    """The deduplicated effect of one transaction on the cache."""
+    """The deduplicated effect of one transaction (or a group of them) on the cache: for each
+    key its last operation, and the SCAN patterns a DDL statement clears."""
 
-    __slots__ = ("keyspace", "refresh", "users", "products", "clear_users", "row_events")
+    __slots__ = ("clear", "ops", "refresh", "row_events")
 
-    def __init__(self, keyspace: Keyspace, refresh: bool) -> None:
-        self.keyspace = keyspace
+    def __init__(self, refresh: bool) -> None:
         self.refresh = refresh
-        self.users: dict[str, bytes | None] = {}  # key -> new bytes, or None to delete
-        self.products = False
-        self.clear_users = False  # DDL on users: every user key goes
+        self.ops: dict[str, bytes] = {}  # key -> OP_DELETE, OP_BUMP or OP_SET + "<ttl> " + value
+        self.clear: set[str] = set()
         self.row_events = 0
 
     def __bool__(self) -> bool:
-        return bool(self.users) or self.products or self.clear_users
+        return bool(self.ops) or bool(self.clear)
 
-    def user_deleted(self, user_id: int) -> None:
-        self.users[self.keyspace.user(user_id)] = None
+    def delete(self, key: str) -> None:
+        self.ops[key] = OP_DELETE
 
-    def user_written(self, user_id: int, row: Mapping[str, Any] | None) -> None:
-        """An inserted or updated row; ``row`` is its after image (refresh mode only)."""
-        value = None
-        if self.refresh and row is not None:
-            try:
-                value = serialize_user(row)
-            except (KeyError, TypeError, ValueError):
-                value = None  # an image we cannot serialize: delete instead
-        self.users[self.keyspace.user(user_id)] = value
+    def write(self, key: str, value: bytes, ttl_s: int) -> None:
+        self.ops[key] = OP_SET + b"%d " % ttl_s + value
 
-    def user_changed(self, before_id: int | None, after_id: int | None,
-                     after: Mapping[str, Any] | None = None) -> None:
-        if before_id is not None and before_id != after_id:
-            self.user_deleted(before_id)
-        if after_id is not None:
-            self.user_written(after_id, after)
+    def bump(self, key: str) -> None:
+        self.ops[key] = OP_BUMP
 
 
 class Applier:
@@ -148,13 +135,13 @@ class Applier:
         """Send the batch and the position, fenced; retry until acknowledged.
 
         Raises :class:`LostLeadership` when the fence refuses the write."""
-        ops = self._ops(batch)
+        ops = list(batch.ops.items())
         saved = position.to_json() if position is not None and self.store.in_redis else b""
 
         def send() -> None:
             self.before_send(batch)
-            if batch.clear_users:
-                self._unlink_matching(self.keyspace.users_pattern())
+            for pattern in sorted(batch.clear):
+                self._unlink_matching(pattern)
             if self.cluster:
                 if ops:
                     self._send_slots(ops)
@@ -166,27 +153,23 @@ class Applier:
         self.retry("applying a transaction", send)
         if position is not None:
             self.store.committed(position)
-        refreshed = sum(1 for v in batch.users.values() if v is not None)
-        if refreshed:
-            m.KEYS.labels("refreshed").inc(refreshed)
-        if len(batch.users) - refreshed:
-            m.KEYS.labels("deleted").inc(len(batch.users) - refreshed)
-        if batch.products:
-            m.KEYS.labels("generation_bumped").inc()
-
-    def _ops(self, batch: Batch) -> list[tuple[str, bytes]]:
-        ops = [(key, OP_DELETE if value is None else OP_SET + value)
-               for key, value in batch.users.items()]
-        if batch.products:  # INCR, or a missing generation re-created above every old one
-            ops.append((self.keyspace.products_generation(), OP_BUMP))
-        return ops
+        if ops:
+            counts = {OP_DELETE: 0, OP_BUMP: 0}
+            for _, op in ops:
+                if op in counts:
+                    counts[op] += 1
+            refreshed = len(ops) - counts[OP_DELETE] - counts[OP_BUMP]
+            for action, count in (("deleted", counts[OP_DELETE]), ("generation_bumped", counts[OP_BUMP]),
+                                  ("refreshed", refreshed)):
+                if count:
+                    m.KEYS.labels(action).inc(count)
 
     def _send_fenced(self, ops: list[tuple[str, bytes]], saved: bytes) -> None:
         value = self.leadership.value
         if value is None:
             raise LostLeadership("not the leader")
         done = self._fenced(keys=[*self._state_keys, *(k for k, _ in ops)],
-                            args=[value, saved, self.keyspace.ttl_user_s, *(op for _, op in ops)])
+                            args=[value, saved, *(op for _, op in ops)])
         if not done:
             self.leadership.lost.set()
             raise LostLeadership("the lease moved on: the write was fenced off")
@@ -198,17 +181,16 @@ class Applier:
         by_slot: dict[int, list[tuple[str, bytes]]] = {}
         for key, op in ops:
             by_slot.setdefault(key_slot(key), []).append((key, op))
-        ttl = self.keyspace.ttl_user_s
         if len(by_slot) == 1:
             ((slot, items),) = by_slot.items()
             results = [self._slot_apply(keys=[self.keyspace.slot_fence(slot), *(k for k, _ in items)],
-                                        args=[token, ttl, *(op for _, op in items)])]
+                                        args=[token, *(op for _, op in items)])]
         else:
             # EVAL, not EVALSHA: a promoted replica may not have the script cached yet
             pipe = self.client.pipeline(transaction=False)
             for slot, items in by_slot.items():
                 pipe.execute_command("EVAL", SLOT_APPLY, 1 + len(items), self.keyspace.slot_fence(slot),
-                                     *(k for k, _ in items), token, ttl, *(op for _, op in items))
+                                     *(k for k, _ in items), token, *(op for _, op in items))
             results = pipe.execute()
         if not all(results):
             self.leadership.lost.set()
@@ -216,7 +198,7 @@ class Applier:
 
     def save(self, position: Position) -> None:
         """Save a position alone (transactions that touched nothing cached, rotations)."""
-        self.apply(Batch(self.keyspace, False), position)
+        self.apply(Batch(False), position)
 
     def load(self) -> Position | None:
         return self.retry("loading the saved position", self.store.load)
@@ -268,7 +250,7 @@ class Group:
             self.first = (event_ts, received, time.monotonic())
         self.position = position
         self.count += 1
-        if (self.count >= self.MAX_TRANSACTIONS or len(batch.users) >= self.MAX_KEYS
+        if (self.count >= self.MAX_TRANSACTIONS or len(batch.ops) >= self.MAX_KEYS
                 or time.monotonic() - self.first[2] >= self.MAX_AGE_S):
             return False
         sock = getattr(getattr(self.stream, "_stream_connection", None), "_sock", None)

@@ -1,76 +1,66 @@
-"""A rows event -> its effect on a :class:`~invalidator.apply.Batch`.
+"""A rows event -> its effect on a :class:`~invalidator.apply.Batch`, through the table's rules.
 
-Products: any row means "bump the generation"; the rows are never decoded.
-Users: delete mode needs only the ids of the before and after images; refresh
-mode needs the after image's columns.  Rows are decoded by the library
-(lazily, on ``event.rows``); TIMESTAMP columns come back as naive UTC
-datetimes (``utcfromtimestamp``) and DECIMAL as ``Decimal``, exactly what a
-PyMySQL SELECT with ``time_zone='+00:00'`` returns, so ``serialize_user``
-gives the same bytes for both (tested).
-
-Delete mode reads only the ``id`` of each row image straight from the event's
-bytes (:func:`user_ids`): the other columns are skipped by their binlog sizes,
-not decoded, which makes a users event several times cheaper than the
-library's full decode of both images.  An event with a column type the skipper
-does not know falls back to the library.  No library class is patched.
+Refresh mode needs every served column of the after image: the library decodes the
+rows (lazily, on ``event.rows``; :func:`~cachetail.codec.prepare_binlog_event` first, for
+MySQL's latin1).  Delete mode needs only the key and filter columns
+(:attr:`~invalidator.rules.TableRules.needed`): :func:`images` reads just those straight
+from the event's bytes and skips the others by their binlog sizes, several times cheaper
+than the library's full decode of both images.  Integers are unpacked as the library
+unpacks them; strings and binary strings are decoded as its ``__read_string`` decodes
+them.  A table map with a column type the skipper does not know, or a needed column of
+another type, falls back to the library.  No library class is patched.
 """
 
 from __future__ import annotations
 
+import codecs
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from pymysqlreplication.constants import BINLOG, FIELD_TYPE
 from pymysqlreplication.row_event import DeleteRowsEvent, RowsEvent, UpdateRowsEvent, WriteRowsEvent
 
-from cachetail.keyspace import PRODUCTS_TABLE, USERS_TABLE
+from cachetail.codec import prepare_binlog_event
+from cachetail.codec_columns import prepare_binlog_columns
 
-from invalidator.apply import Batch
+from invalidator.rules import Effects, Query, TableRules
 
 OPERATIONS = {WriteRowsEvent: "insert", UpdateRowsEvent: "update", DeleteRowsEvent: "delete"}
+Image = dict[str, Any]
+Pair = tuple[Image | None, Image | None]
 
 
 def operation(event: RowsEvent) -> str:
     return OPERATIONS.get(type(event), "other")
 
 
-def table_label(event: RowsEvent) -> str:
-    return event.table if event.table in (USERS_TABLE, PRODUCTS_TABLE) else "other"
-
-
-def add_rows(batch: Batch, event: RowsEvent) -> None:
-    """Record what ``event`` did to the cache in ``batch``."""
-    batch.row_events += 1
-    if event.table == PRODUCTS_TABLE:
-        batch.products = True
-        return
-    if event.table != USERS_TABLE:
-        return
+def add_rows(batch: Effects, event: RowsEvent, rules: Mapping[str, TableRules], query: Query) -> str:
+    """Record what ``event`` did to the cache in ``batch``; the table label for metrics."""
+    table = rules.get(event.table)
+    if table is None:
+        return "other"
     if not batch.refresh:
-        ids = user_ids(event)
-        if ids is not None:
-            for before_id, after_id in ids:
-                batch.user_changed(before_id, after_id)
-            return
+        pairs = images(event, table.needed)
+        if pairs is not None:
+            for before, after in pairs:
+                table.apply(batch, before, after, query)
+            return table.table
+    prepare_binlog_event(event)
     if isinstance(event, UpdateRowsEvent):
         for row in event.rows:
-            before, after = row["before_values"], row["after_values"]
-            batch.user_changed(_id(before), _id(after), after)
+            table.apply(batch, row["before_values"], row["after_values"], query,
+                        row.get("after_none_sources"))
     elif isinstance(event, WriteRowsEvent):
         for row in event.rows:
-            batch.user_changed(None, _id(row["values"]), row["values"])
+            table.apply(batch, None, row["values"], query, row.get("none_sources"))
     else:
         for row in event.rows:
-            batch.user_changed(_id(row["values"]), None)
+            table.apply(batch, row["values"], None, query)
+    return table.table
 
 
-def _id(values: dict[str, Any]) -> int | None:
-    value = values.get("id")
-    return None if value is None else int(value)
-
-
-# ------------------------------------------------------------ id-only fast path
+# ------------------------------------------------------- needed-columns fast path
 
 FIXED = {FIELD_TYPE.TINY: 1, FIELD_TYPE.SHORT: 2, FIELD_TYPE.INT24: 3, FIELD_TYPE.LONG: 4,
          FIELD_TYPE.LONGLONG: 8, FIELD_TYPE.FLOAT: 4, FIELD_TYPE.DOUBLE: 8, FIELD_TYPE.YEAR: 1,
@@ -81,7 +71,9 @@ INT_FORMATS = {(FIELD_TYPE.TINY, False): "<b", (FIELD_TYPE.TINY, True): "<B",
                (FIELD_TYPE.LONG, False): "<i", (FIELD_TYPE.LONG, True): "<I",
                (FIELD_TYPE.LONGLONG, False): "<q", (FIELD_TYPE.LONGLONG, True): "<Q"}
 DIG2BYTES = (0, 1, 1, 2, 2, 3, 3, 4, 4, 4)
-_layouts: dict[int, tuple[Any, Any]] = {}  # id(Table) -> (table, layout or None)
+Reader = Callable[[bytes, int, int], Any]  # (data, offset, size) -> value
+Layout = tuple[tuple[tuple[int, int, str | None, Reader | None], ...], ...]
+_layouts: dict[tuple[int, frozenset[str]], tuple[Any, Layout | None]] = {}
 
 
 def _decimal_size(precision: int, scale: int) -> int:
@@ -109,70 +101,102 @@ def _column_layout(column: Any) -> tuple[int, int] | None:
     return None
 
 
-def _layout(table: Any) -> tuple[int, str, list[tuple[int, int]]] | None:
-    """(index of id, its struct format, per-column layout) of a table, cached per table map."""
-    cached = _layouts.get(id(table))
-    if cached is not None and cached[0] is table:
+def _int_reader(fmt: str) -> Reader:
+    unpack = struct.Struct(fmt).unpack_from
+    return lambda data, offset, size: unpack(data, offset)[0]
+
+
+def _string_reader(column: Any) -> Reader:
+    """As the library's ``__read_string``: the column's encoding, or the bytes for binary."""
+    name = column.character_set_name
+    encoding = RowsEvent.charset_to_encoding(name) if name is not None else "utf-8"
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        return lambda data, offset, size: bytes(data[offset:offset + size])
+    return lambda data, offset, size: data[offset:offset + size].decode(encoding)
+
+
+def _reader(column: Any) -> Reader | None:
+    if column.type in (FIELD_TYPE.VARCHAR, FIELD_TYPE.STRING) and hasattr(column, "max_length"):
+        return _string_reader(column)
+    fmt = INT_FORMATS.get((column.type, bool(column.unsigned)))
+    return None if fmt is None else _int_reader(fmt)
+
+
+def _layout(table_map: Any, needed: frozenset[str]) -> Layout | None:
+    """Per column (size, prefix bytes, name if needed, reader if needed), per table map."""
+    cache_key = (id(table_map), needed)
+    cached = _layouts.get(cache_key)
+    if cached is not None and cached[0] is table_map:
         return cached[1]
-    layout = None
-    names = [c.name for c in table.columns]
-    columns = [_column_layout(c) for c in table.columns]
-    if "id" in names and None not in columns:
-        index = names.index("id")
-        fmt = INT_FORMATS.get((table.columns[index].type, bool(table.columns[index].unsigned)))
-        if fmt is not None:
-            layout = (index, fmt, columns)
+    layout: Layout | None = None
+    prepare_binlog_columns(table_map.columns)  # MySQL's latin1, once per table map
+    sizes = [_column_layout(c) for c in table_map.columns]
+    readers = [(_reader(c) if c.name in needed else None) for c in table_map.columns]
+    names = {c.name for c in table_map.columns}
+    known = [s for s in sizes if s is not None]
+    if len(known) == len(sizes) and needed <= names and all(
+            r is not None for c, r in zip(table_map.columns, readers) if c.name in needed):
+        layout = (tuple((size, prefix, c.name if c.name in needed else None, reader)
+                        for (size, prefix), c, reader in zip(known, table_map.columns, readers)),)
     if len(_layouts) > 1000:
         _layouts.clear()
-    _layouts[id(table)] = (table, layout)
+    _layouts[cache_key] = (table_map, layout)
     return layout
 
 
-def _image_id(data: bytes, offset: int, present: bytes, layout: tuple[int, str, list[tuple[int, int]]]
-              ) -> tuple[int | None, int]:
-    """The id in the row image at ``offset`` and the offset after the image."""
-    id_index, fmt, columns = layout
+def _image(data: bytes, offset: int, present: bytes, layout: Layout) -> tuple[Image, int]:
+    """The needed columns of the row image at ``offset``, and the offset after the image."""
+    (columns,) = layout
     count = sum(bin(b).count("1") for b in present)
     nulls = data[offset:offset + (count + 7) // 8]
     offset += (count + 7) // 8
-    found: int | None = None
+    found: Image = {}
     n = 0  # index among present columns (the null bitmap counts only those)
-    for i, (size, prefix) in enumerate(columns):
+    for i, (size, prefix, name, reader) in enumerate(columns):
         if not present[i >> 3] & (1 << (i & 7)):
             continue
         is_null = nulls[n >> 3] & (1 << (n & 7))
         n += 1
         if is_null:
+            if name is not None:
+                found[name] = None
             continue
-        if i == id_index:
-            found = struct.unpack_from(fmt, data, offset)[0]
+        start = offset
         if prefix:
-            size = int.from_bytes(data[offset:offset + prefix], "little") + prefix
-        offset += size
+            size = int.from_bytes(data[offset:offset + prefix], "little")
+            start = offset + prefix
+            offset = start + size
+        else:
+            offset += size
+        if reader is not None:
+            found[name] = reader(data, start, size)  # type: ignore[index]
     return found, offset
 
 
-def user_ids(event: RowsEvent) -> Iterator[tuple[int | None, int | None]] | None:
-    """(before id, after id) per row, from the raw row images; None when the fast path does not apply."""
+def images(event: RowsEvent, needed: frozenset[str]) -> Iterator[Pair] | None:
+    """(before, after) images holding the ``needed`` columns, from the raw event; None when
+    the fast path does not apply (then read ``event.rows``)."""
     if event.event_type == BINLOG.PARTIAL_UPDATE_ROWS_EVENT or event.__dict__.get("_RowsEvent__rows") is not None:
         return None
-    layout = _layout(event.table_map[event.table_id])
+    layout = _layout(event.table_map[event.table_id], needed)
     if layout is None:
         return None
     data = event.packet.read(event.event_size - event.packet.read_bytes)
-    out: list[tuple[int | None, int | None]] = []
+    out: list[Pair] = []
     offset, end = 0, len(data)
     if isinstance(event, UpdateRowsEvent):
         while offset < end:
-            before, offset = _image_id(data, offset, event.columns_present_bitmap, layout)
-            after, offset = _image_id(data, offset, event.columns_present_bitmap2, layout)
+            before, offset = _image(data, offset, event.columns_present_bitmap, layout)
+            after, offset = _image(data, offset, event.columns_present_bitmap2, layout)
             out.append((before, after))
     elif isinstance(event, WriteRowsEvent):
         while offset < end:
-            after, offset = _image_id(data, offset, event.columns_present_bitmap, layout)
+            after, offset = _image(data, offset, event.columns_present_bitmap, layout)
             out.append((None, after))
     else:
         while offset < end:
-            before, offset = _image_id(data, offset, event.columns_present_bitmap, layout)
+            before, offset = _image(data, offset, event.columns_present_bitmap, layout)
             out.append((before, None))
     return iter(out)

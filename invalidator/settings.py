@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from cachetail.config import config_path
 from cachetail.keyspace import Keyspace
 from cachetail.settings import (
     CacheSettings,
@@ -45,6 +46,7 @@ class InvalidatorSettings:
     retry_max_s: float
     lease_s: float = 5.0
     replay_window_s: float = 300.0
+    config_path: Path = Path("cachetail.toml")  # CACHETAIL_CONFIG: what is cached (cachetail/config.py)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> InvalidatorSettings:
@@ -67,6 +69,7 @@ class InvalidatorSettings:
             retry_max_s=r.float("INVALIDATOR_RETRY_MAX_S", 5.0, lo=0.1, hi=300.0),
             lease_s=r.float("INVALIDATOR_LEASE_S", 5.0, lo=0.5, hi=300.0),
             replay_window_s=r.float("INVALIDATOR_REPLAY_WINDOW_S", 300.0, lo=10.0, hi=86_400.0),
+            config_path=config_path(env),
         )
 
     @property

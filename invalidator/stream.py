@@ -30,6 +30,7 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Sequence
 from typing import Any
 
 import pymysql
@@ -39,8 +40,6 @@ from pymysqlreplication.event import (
 )
 from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
 
-from cachetail.keyspace import PRODUCTS_TABLE, USERS_TABLE
-
 from invalidator.errors import ServerChanged, StreamLost
 from invalidator.gtid import MARIADB, MYSQL
 from invalidator.position import Position
@@ -49,7 +48,6 @@ from invalidator.source import Source, identity
 
 ONLY_EVENTS = [WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent, XidEvent, QueryEvent,
                RotateEvent, HeartbeatLogEvent, MariadbGtidEvent, GtidEvent]
-TABLES = [USERS_TABLE, PRODUCTS_TABLE]
 
 
 def _guarded_connect(expect: Source | None, gtid_state: str | None) -> Any:
@@ -100,7 +98,7 @@ def connection_settings(settings: InvalidatorSettings) -> dict[str, Any]:
 
 
 def open_stream(settings: InvalidatorSettings, position: Position, source: Source | None = None,
-                by_gtid: bool = False) -> BinLogStreamReader:
+                by_gtid: bool = False, tables: Sequence[str] = ("users", "products")) -> BinLogStreamReader:
     """Follow from ``position``: by its file and offset on ``source`` (the server it belongs
     to), or with ``by_gtid`` from its GTID state on ``source``, any server with that history."""
     if by_gtid and (source is None or position.gtid is None):
@@ -118,7 +116,7 @@ def open_stream(settings: InvalidatorSettings, position: Position, source: Sourc
         auto_position=mysql_gtid,
         is_mariadb=False,
         only_events=ONLY_EVENTS,
-        only_tables=TABLES,
+        only_tables=list(tables),
         only_schemas=[settings.mysql.database],
         freeze_schema=True,
         slave_heartbeat=settings.heartbeat_s,

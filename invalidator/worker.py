@@ -12,7 +12,6 @@ window whose writes the new primary may not have (see topology.py).
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from collections import deque
@@ -28,10 +27,12 @@ from pymysqlreplication.event import (
 )
 from pymysqlreplication.row_event import RowsEvent
 
+from cachetail.schema import Catalog
 from metrics import invalidator as m
 
 from invalidator import decode
 from invalidator.apply import REDIS_ERRORS, Applier, Batch, Group, Stopped, backoff_delays
+from invalidator.catalog import Followed, Weights, load_catalog
 from invalidator.checks import CheckFailed, run_checks
 from invalidator.errors import FULL, RESUME_BY_GTID, RETRY, Failure, classify, is_connection_error
 from invalidator.gtid import Tracker, tracker
@@ -48,7 +49,6 @@ from invalidator.topology import FailoverWatch
 log = logging.getLogger("invalidator")
 T = TypeVar("T")
 IDLE_SAVE_S = 1.0  # a position moved only by unrelated transactions is saved at most this often
-OWNED_DDL = re.compile(r"\b(users|products)\b", re.IGNORECASE)
 NOT_A_BOUNDARY = ("BEGIN", "SAVEPOINT", "ROLLBACK TO", "XA START", "XA END", "XA PREPARE")
 FAILURES_UNHEALTHY = 3  # consecutive failed attempts to follow: --check fails
 RING_STEP_S = 0.1  # replay points are kept at most this often: an earlier point is always safe
@@ -115,7 +115,9 @@ class Worker:
                                self.leadership, on_wait=self.watchdog.ping)
         http = start_http(s.metrics_host, s.metrics_port, self.health) if self.serve_http else None
         try:
-            self.mysql(lambda conn: run_checks(conn, s))
+            catalog = self.mysql(self.checked_catalog)
+            self.followed = Followed(catalog, self.keyspace)
+            self.weights = Weights(lambda: control_connection(self.settings))
             while not self.stop.is_set():
                 self.stand_by()
                 if not self.stop.is_set():
@@ -190,7 +192,8 @@ class Worker:
         try:
             plan = self.mysql(lambda conn: plan_resume(conn, position, self.offset_refused, self.checked))
             by_gtid = plan.by_gtid
-            stream = open_stream(self.settings, plan.position, plan.source, by_gtid)
+            stream = open_stream(self.settings, plan.position, plan.source, by_gtid,
+                                 self.followed.catalog.tables)
             self.follow(stream, plan)
         except Replay as replay:
             return replay.position
@@ -260,8 +263,8 @@ class Worker:
             received = time.time()
             if isinstance(event, RowsEvent):
                 self.alive()
-                decode.add_rows(batch, event)
-                m.ROW_EVENTS.labels(decode.table_label(event), decode.operation(event)).inc()
+                table = decode.add_rows(batch, event, self.followed.rules, self.weights)
+                m.ROW_EVENTS.labels(table, decode.operation(event)).inc()
             elif isinstance(event, XidEvent):
                 gtid = gtids.commit() if gtids is not None else None
                 batch = self.commit(batch, Position(log_file, event.packet.log_pos, source_id, gtid, source_uuid),
@@ -365,13 +368,36 @@ class Worker:
         schema = event.schema.decode(errors="replace") if isinstance(event.schema, bytes) else event.schema
         if not upper.startswith(("COMMIT", "ROLLBACK", "XA COMMIT", "XA ROLLBACK")):
             ours = schema == self.settings.mysql.database or self.settings.mysql.database in text
-            for table in OWNED_DDL.findall(text) if ours else ():
-                log.warning("DDL on %s: %s -> invalidating its keys", table, text[:200])
-                if table.lower() == "users":
-                    batch.clear_users = True
-                else:
-                    batch.products = True
+            cleared = self.followed.cleared_by(text) if ours else set()
+            if cleared:
+                log.warning("DDL on a followed table: %s -> invalidating its keys (%s)", text[:200],
+                            ", ".join(sorted(cleared)))
+                batch.clear |= cleared
+                batch = self.commit(batch, position, event.timestamp, received)
+                batch = self.flush(batch)
+                self.reload_catalog()
+                return batch
         return self.commit(batch, position, event.timestamp, received)
+
+    def reload_catalog(self) -> None:
+        """After DDL on a followed table its columns may differ: resolve the declaration again.
+        If it no longer fits the table, say so and stop refreshing (deletes stay right)."""
+        try:
+            catalog = self.mysql(self.load_catalog)
+        except CheckFailed as exc:
+            log.error("after DDL the declaration no longer fits the database: %s; deleting instead of"
+                      " refreshing until it does", exc)
+            self.refresh = False
+            return
+        self.followed = Followed(catalog, self.keyspace)
+        self.refresh = self.settings.mode == "refresh"
+
+    def checked_catalog(self, conn: pymysql.connections.Connection) -> Catalog:
+        run_checks(conn, self.settings)
+        return self.load_catalog(conn)
+
+    def load_catalog(self, conn: pymysql.connections.Connection) -> Catalog:
+        return load_catalog(conn, str(self.settings.config_path), self.settings.mysql.database)
 
     def advance(self, position: Position) -> None:
         """Move past work that touched nothing cached; persisted lazily."""
@@ -396,7 +422,7 @@ class Worker:
     def new_batch(self) -> Batch:
         """Refresh mode writes row images; while a replay re-applies old transactions it only
         deletes, so an old image never overwrites a newer one, not even for a moment."""
-        return Batch(self.keyspace, self.refresh and self.replay_until is None)
+        return Batch(self.refresh and self.replay_until is None)
 
     # ----------------------------------------------------------------- replay
 

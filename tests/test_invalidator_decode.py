@@ -1,6 +1,8 @@
-"""The id-only fast path reads exactly the ids the library's full decode reads."""
+"""The needed-columns fast path reads exactly what the library's full decode reads."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from conftest import Stack
 from invalidator import decode
@@ -11,25 +13,35 @@ from invalidator_support import master_position
 from pymysqlreplication.event import HeartbeatLogEvent
 from pymysqlreplication.row_event import RowsEvent, UpdateRowsEvent, WriteRowsEvent
 
+from cachetail.codec import prepare_binlog_event
 
-def library_ids(event: RowsEvent) -> list[tuple[int | None, int | None]]:
+NEEDED = frozenset({"id", "username", "full_name", "code", "tiny", "big", "lat", "uid"})
+Pairs = list[tuple[dict[str, Any] | None, dict[str, Any] | None]]
+
+
+def project(image: dict[str, Any] | None) -> dict[str, Any] | None:
+    return None if image is None else {k: v for k, v in image.items() if k in NEEDED}
+
+
+def library_images(event: RowsEvent) -> Pairs:
+    prepare_binlog_event(event)
     if isinstance(event, UpdateRowsEvent):
-        return [(r["before_values"]["id"], r["after_values"]["id"]) for r in event.rows]
+        return [(project(r["before_values"]), project(r["after_values"])) for r in event.rows]
     if isinstance(event, WriteRowsEvent):
-        return [(None, r["values"]["id"]) for r in event.rows]
-    return [(r["values"]["id"], None) for r in event.rows]
+        return [(None, project(r["values"])) for r in event.rows]
+    return [(project(r["values"]), None) for r in event.rows]
 
 
 def read_events(settings: InvalidatorSettings, begin: tuple[str, int], end: tuple[str, int], fast: bool
-                ) -> list[list[tuple[int | None, int | None]]]:
+                ) -> list[Pairs]:
     stream = open_stream(settings, Position(*begin))
     out = []
     try:
         for event in stream:
             if isinstance(event, RowsEvent) and event.table == "users":
-                ids = decode.user_ids(event) if fast else library_ids(event)
-                assert ids is not None, "the fast path must apply to users"
-                out.append(list(ids))
+                pairs = decode.images(event, NEEDED) if fast else library_images(event)
+                assert pairs is not None, "the fast path must apply to users"
+                out.append(list(pairs))
             if isinstance(event, HeartbeatLogEvent) or (stream.log_file, stream.log_pos) >= end:
                 break
     finally:
@@ -37,7 +49,7 @@ def read_events(settings: InvalidatorSettings, begin: tuple[str, int], end: tupl
     return out
 
 
-def test_fast_ids_equal_library_ids_across_column_types(stack: Stack, mariadb_factory) -> None:
+def test_fast_images_equal_library_images_across_column_types(stack: Stack, mariadb_factory) -> None:
     server = mariadb_factory()
     conn = server.connect(database="cachelab")
     with conn.cursor() as cur:
@@ -46,7 +58,8 @@ def test_fast_ids_equal_library_ids_across_column_types(stack: Stack, mariadb_fa
                     " ADD COLUMN born DATE NULL, ADD COLUMN seen DATETIME(3) NULL, ADD COLUMN ratio DOUBLE NULL,"
                     " ADD COLUMN big BIGINT NULL, ADD COLUMN tiny TINYINT NULL, ADD COLUMN code CHAR(3) NULL,"
                     " ADD COLUMN blob1 MEDIUMBLOB NULL, ADD COLUMN bits BIT(10) NULL, ADD COLUMN t TIME(2) NULL,"
-                    " ADD COLUMN ts TIMESTAMP(6) NULL")
+                    " ADD COLUMN ts TIMESTAMP(6) NULL, ADD COLUMN lat VARCHAR(10) CHARACTER SET latin1 NULL,"
+                    " ADD COLUMN uid BINARY(16) NULL")
         begin = master_position(conn)
         cur.execute("INSERT INTO users (id, username, email, full_name, score, bio, tags, mood, born, seen, ratio,"
                     " big, tiny, code, blob1, bits, t, ts) VALUES"
@@ -57,6 +70,8 @@ def test_fast_ids_equal_library_ids_across_column_types(stack: Stack, mariadb_fa
                     "  NULL, NULL, NULL),"
                     " (20003, 'f3', 'e3', REPEAT('é', 100), -0.001, '', '', 'x', NULL, NULL, NULL, 1, 1, '',"
                     "  '', b'0', NULL, NULL)")
+        cur.execute("UPDATE users SET lat = _latin1 X'41818D8F909DE9', uid = UNHEX('00112233445566778899aabbcc000000')"
+                    " WHERE id IN (20001, 20003)")
         cur.execute("UPDATE users SET id = id + 100, bio = CONCAT(COALESCE(bio, ''), '!') WHERE id > 20000")
         cur.execute("UPDATE users SET full_name = CONCAT(full_name, '.') WHERE id BETWEEN 1 AND 300")
         cur.execute("DELETE FROM users WHERE id > 20000 OR id BETWEEN 290 AND 300")
@@ -66,5 +81,5 @@ def test_fast_ids_equal_library_ids_across_column_types(stack: Stack, mariadb_fa
     settings = InvalidatorSettings.from_env(env)
     slow = read_events(settings, begin, end, fast=False)
     fast = read_events(settings, begin, end, fast=True)
-    assert sum(len(e) for e in slow) == 3 + 3 + 300 + 14
+    assert sum(len(e) for e in slow) == 3 + 2 + 3 + 300 + 14
     assert fast == slow
