@@ -21,7 +21,7 @@ import asyncio
 import collections
 import ssl
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import hiredis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -116,6 +116,12 @@ class RespConnection(asyncio.Protocol):
         first, second = self._loop.create_future(), self._loop.create_future()
         self._send(payload, (first, second))
         return first, second
+
+    def calln(self, payload: bytes, n: int) -> tuple[asyncio.Future[Any], ...]:
+        """Write ``n`` commands at once (``payload`` holds them all); their replies' futures."""
+        futures = tuple(self._loop.create_future() for _ in range(n))
+        self._send(payload, futures)
+        return futures
 
     def _send(self, payload: bytes, futures: tuple[asyncio.Future[Any], ...]) -> None:
         if self._error is not None or self._transport is None:
@@ -237,6 +243,18 @@ def _handshake(settings: RedisSettings, resp3: bool) -> tuple[bytes, ...]:
     return tuple(commands)
 
 
+class HotReads(Protocol):
+    """What the cache reads through: :class:`LeanRedis`, or on a cluster ``ClusterLean``."""
+
+    async def get(self, key: str) -> bytes | None: ...
+
+    async def get_with_pttl(self, key: str) -> tuple[bytes | None, int]: ...
+
+    async def mget(self, *keys: str) -> list[bytes | None]: ...
+
+    async def close(self) -> None: ...
+
+
 _GET = b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n"
 _GET_PTTL = _GET + b"*2\r\n$4\r\nPTTL\r\n$%d\r\n%s\r\n"
 
@@ -258,7 +276,7 @@ class LeanRedis:
     async def get(self, key: str) -> bytes | None:
         conn = self._conn
         if conn is None or not conn.is_open:
-            conn = await self._connect()
+            conn = await self.connect()
         raw = key.encode()
         result: bytes | None = await conn.call(_GET % (len(raw), raw))
         return result
@@ -268,7 +286,7 @@ class LeanRedis:
         (-1 no expiry, -2 gone by the time PTTL ran)."""
         conn = self._conn
         if conn is None or not conn.is_open:
-            conn = await self._connect()
+            conn = await self.connect()
         raw = key.encode()
         value, pttl = conn.call2(_GET_PTTL % (len(raw), raw, len(raw), raw))
         return await value, await pttl
@@ -276,13 +294,22 @@ class LeanRedis:
     async def mget(self, *keys: str) -> list[bytes | None]:
         conn = self._conn
         if conn is None or not conn.is_open:
-            conn = await self._connect()
+            conn = await self.connect()
         values: list[bytes | None] = await conn.call(pack("MGET", *keys))
         return values
 
-    async def _connect(self) -> RespConnection:
+    def ready(self) -> RespConnection | None:
+        """The open connection, or None when a call would have to connect first."""
+        conn = self._conn
+        return conn if conn is not None and conn.is_open else None
+
+    async def connect(self) -> RespConnection:
+        """The open connection, opening it when needed (callers share one attempt)."""
         if self._closed:
             raise RedisConnectionError("Client closed.")
+        conn = self._conn
+        if conn is not None and conn.is_open:
+            return conn
         if self._connecting is None:
             self._connecting = asyncio.ensure_future(
                 open_connection(self._settings, name=self._name))

@@ -9,6 +9,7 @@ from redis.asyncio import Redis, RedisCluster
 from starlette.requests import Request
 
 from api.cache import AfterSelect, Cache
+from api.clusterlean import ClusterLean
 from api.db import Database
 from api.lean import LeanRedis
 from api.nearcache import NearCache
@@ -28,7 +29,7 @@ class Services:
     redis: Redis | RedisCluster
     guard: Guard
     cache: Cache
-    lean: LeanRedis | None = None  # the hot reads' connection (None: redis-py's, on a cluster)
+    lean: LeanRedis | ClusterLean | None = None  # the hot reads' connection(s)
     near: NearCache | None = None
     tracker: Tracker | None = None
 
@@ -39,18 +40,20 @@ class Services:
         client = build_client(settings.redis)
         limit = settings.redis.max_connections if settings.redis.cluster else None
         guard = Guard(Breaker(settings.redis_breaker_s), limit, settings.redis.socket_timeout_s)
-        lean = None if settings.redis.cluster else LeanRedis(settings.redis)
+        lean = ClusterLean(settings.redis) if settings.redis.cluster else LeanRedis(settings.redis)
         near, tracker = start_tracking(settings, keys)  # in the lifespan: on the running loop
         cache = Cache(client, guard, keys, settings.cache, after_select=after_select,
                       lean=lean, near=near)
         return cls(settings, keys, db, client, guard, cache, lean, near, tracker)
 
     async def start(self) -> None:
-        """On a cluster, load the slot map before the first request needs it (a failure
-        here is not fatal: the client loads it on first use, and the guard covers that)."""
+        """On a cluster, load the slot maps before the first request needs them (a failure
+        here is not fatal: each client loads its map on first use, and the guard covers that)."""
         if isinstance(self.redis, RedisCluster):
             try:
                 await self.guard.run("connect", self.redis.initialize, probe=True)
+                if isinstance(self.lean, ClusterLean):
+                    await self.guard.run("connect", self.lean.refresh, probe=True)
             except RedisUnavailable as exc:
                 log.warning("Redis Cluster not reachable at start (%s); reads go to MySQL until it is",
                             exc.error_class)

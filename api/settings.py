@@ -51,7 +51,7 @@ class ApiSettings:
 
     @property
     def redis_cluster(self) -> bool:
-        """Client tracking and the lean connection talk to one node: with a cluster both stay off."""
+        """Client tracking talks to one node: with a cluster the near-cache stays off."""
         return self.redis.cluster
 
     @property

@@ -67,6 +67,21 @@ REDIS_SKIPPED = Counter(
     ["operation"],
     namespace=NAMESPACE,
 )
+# Redis Cluster (api/clusterlean.py): the hot reads' own slot map.
+REDIS_REDIRECTS = Counter(
+    "redis_redirects",
+    "Hot reads that Redis Cluster redirected: moved (the slot has a new primary; the slot"
+    " map is read again) or ask (the slot is migrating; followed with ASKING).",
+    ["kind"],
+    namespace=NAMESPACE,
+)
+REDIS_TOPOLOGY_LOADS = Counter(
+    "redis_topology_loads",
+    "Reads of the Redis Cluster slot map by the hot-read path (at start, after a MOVED, a"
+    " failed connection to a primary), by result.",
+    ["result"],
+    namespace=NAMESPACE,
+)
 FILLS_IN_FLIGHT = Gauge(
     "cache_fills_in_flight",
     "Cache fills in progress (one per key and worker; concurrent misses share one).",
