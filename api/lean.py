@@ -4,8 +4,9 @@ Profiled on a warm GET (``bench/redis_get_profile.py``), redis.asyncio spends
 most of its time around the command, not in it: taking and giving back a pool
 connection under a lock, two ``asyncio.timeout`` scopes, retry and event
 dispatch wrappers, observability hooks, packing through a generic encoder.
-Here every concurrent caller writes its command at once on the same socket and
-waits on a future; replies come back in order and resolve the futures from one
+Here every concurrent caller adds its command to the same socket's buffer and
+waits on a future; the buffer goes out in one write at the loop's next turn
+(at once when the connection was idle), replies come back in order and resolve the futures from one
 ``data_received`` (hiredis parses them).  Redis sees pipelined commands, the
 event loop sees one socket.
 
@@ -67,6 +68,7 @@ class RespConnection(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
         self._error: BaseException | None = None
+        self._corked: list[bytes] = []
         self.closed: asyncio.Future[None] = self._loop.create_future()
 
     @property
@@ -133,9 +135,22 @@ class RespConnection(asyncio.Protocol):
         now = self._loop.time()
         for future in futures:
             self._waiting.append((future, now))
-        self._transport.write(payload)
+        if self._corked:
+            self._corked.append(payload)
+        elif len(self._waiting) == len(futures):  # an idle connection: nothing to batch with
+            self._transport.write(payload)
+        else:
+            self._corked.append(payload)
+            self._loop.call_soon(self._flush)
         if self._timer is None:
             self._timer = self._loop.call_at(now + self._timeout_s, self._check_timeout)
+
+    def _flush(self) -> None:
+        """Every command written in this turn of the loop, in one write (one syscall, and
+        one read for Redis): with 32 callers a third of the cost of a write per command."""
+        out, self._corked = self._corked, []
+        if self._transport is not None and self._error is None:
+            self._transport.write(b"".join(out))
 
     def _check_timeout(self) -> None:
         self._timer = None
