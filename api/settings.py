@@ -50,13 +50,8 @@ class ApiSettings:
     health_timeout_s: float
 
     @property
-    def redis_cluster(self) -> bool:
-        """Client tracking talks to one node: with a cluster the near-cache stays off."""
-        return self.redis.cluster
-
-    @property
     def nearcache(self) -> bool:
-        return self.near.requested and not self.redis_cluster
+        return self.near.requested
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ApiSettings:

@@ -78,7 +78,7 @@ REDIS_REDIRECTS = Counter(
 REDIS_TOPOLOGY_LOADS = Counter(
     "redis_topology_loads",
     "Reads of the Redis Cluster slot map by the hot-read path (at start, after a MOVED, a"
-    " failed connection to a primary), by result.",
+    " failed connection to a primary, or a topology change seen by tracking), by result.",
     ["result"],
     namespace=NAMESPACE,
 )
@@ -122,7 +122,8 @@ NEARCACHE_INVALIDATIONS = Counter(
 NEARCACHE_RESETS = Counter(
     "nearcache_resets",
     "Near-cache emptied at once: flush (FLUSHALL/FLUSHDB), disconnected (invalidation"
-    " connection lost), heartbeat (no answer on it within REDIS_TIMEOUT_S).",
+    " connection lost), heartbeat (no answer on it within REDIS_TIMEOUT_S), topology (Redis"
+    " Cluster: a failover, a slot moving, a node added or removed, a MOVED or ASK seen).",
     ["reason"],
     namespace=NAMESPACE,
 )
@@ -140,7 +141,8 @@ NEARCACHE_BYTES = Gauge(
 )
 NEARCACHE_TRACKING = Gauge(
     "nearcache_tracking",
-    "Workers whose near-cache is in use: invalidation connection up with CLIENT TRACKING on.",
+    "Workers whose near-cache is in use: invalidation connection up with CLIENT TRACKING on"
+    " (on Redis Cluster: one on every primary).",
     namespace=NAMESPACE,
     multiprocess_mode="livesum",
 )
