@@ -69,7 +69,7 @@ class ClusterLean:
         raw = key.encode()
         payload = _GET % (len(raw), raw)
         try:
-            conn = await self._connection(raw)
+            conn = self._ready(raw) or await self._connection(raw)
             result: bytes | None = await conn.call(payload)
             return result
         except ResponseError as exc:
@@ -83,7 +83,7 @@ class ClusterLean:
         raw = key.encode()
         get, pttl = _GET % (len(raw), raw), _PTTL % (len(raw), raw)
         try:
-            conn = await self._connection(raw)
+            conn = self._ready(raw) or await self._connection(raw)
             value, ttl = conn.call2(get + pttl)
             try:
                 return await value, await ttl
@@ -109,6 +109,14 @@ class ClusterLean:
         except _FAILOVER_ERRORS:
             self.refresh_soon()
             raise
+
+    def _ready(self, raw_key: bytes) -> RespConnection | None:
+        """The open connection to the key's primary, when a read needs no await to get it."""
+        by_slot = self._by_slot
+        if by_slot is None:
+            return None
+        node = by_slot[key_slot(raw_key)]
+        return None if node is None else node.ready()
 
     async def _connection(self, raw_key: bytes) -> RespConnection:
         by_slot = self._by_slot
