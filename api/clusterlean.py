@@ -132,6 +132,13 @@ class ClusterLean:
 
     async def _redirected(self, error: ResponseError, parts: Sequence[bytes]) -> list[Any]:
         """Follow MOVED and ASK: send ``parts`` (one command each) where Redis says."""
+        try:
+            return await self._follow(error, parts)
+        except _FAILOVER_ERRORS:
+            self.refresh_soon()
+            raise
+
+    async def _follow(self, error: ResponseError, parts: Sequence[bytes]) -> list[Any]:
         for _ in range(_MAX_REDIRECTS):
             redirect = _parse_redirect(error)
             if redirect is None:
