@@ -258,10 +258,8 @@ class ClusterLean:
 async def _read_topology(conn: RespConnection, host: str, tls: bool) -> Topology:
     try:
         return parse_shards(await conn.call(_SHARDS), host, tls)
-    except ResponseError as exc:
-        if "unknown" not in str(exc).lower():
-            raise
-    return parse_slots(await conn.call(_SLOTS), host)  # a server before Redis 7
+    except ResponseError:  # a server before Redis 7, or an ACL that allows only CLUSTER SLOTS
+        return parse_slots(await conn.call(_SLOTS), host)
 
 
 def _parse_redirect(error: ResponseError) -> tuple[str, int, str, int] | None:
