@@ -34,13 +34,18 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
         started.kill()
 
 
+def seed(cluster: RedisCluster) -> int:
+    """The port of a running node (a test above may have killed the first one)."""
+    return next(n.port for n in cluster.nodes if n.running)
+
+
 def lean_for(cluster: RedisCluster, **extra: str) -> ClusterLean:
     return ClusterLean(RedisSettings.from_env({
-        "REDIS_HOST": cluster.host, "REDIS_PORT": str(cluster.port), "REDIS_CLUSTER": "1", **extra}))
+        "REDIS_HOST": cluster.host, "REDIS_PORT": str(seed(cluster)), "REDIS_CLUSTER": "1", **extra}))
 
 
 def client_for(cluster: RedisCluster) -> redis.RedisCluster:
-    return redis.RedisCluster(host=cluster.host, port=cluster.nodes[0].port)
+    return redis.RedisCluster(host=cluster.host, port=seed(cluster))
 
 
 def lean_connections(cluster: RedisCluster) -> dict[int, int]:
@@ -99,7 +104,7 @@ async def test_routes_by_slot_over_one_pipelined_connection_per_primary(cluster)
 
 
 async def test_the_map_from_cluster_shards_and_cluster_slots_agree(cluster) -> None:
-    node = cluster.nodes[0]
+    node = next(n for n in cluster.nodes if n.running)
     client = redis.Redis(host=node.host, port=node.port)
     try:
         shards = parse_shards(client.execute_command("CLUSTER", "SHARDS"), node.host)
@@ -199,3 +204,19 @@ async def test_a_failover_fails_calls_fast_then_reads_the_new_primary(cluster) -
         client.close()
     assert value == b"kept by the replica"
     assert owner is not None and owner.port == replica.port
+
+
+async def test_an_acl_without_cluster_shards_reads_the_map_from_cluster_slots(cluster) -> None:
+    for node in (n for n in cluster.nodes if n.running):  # a primary was failed over above
+        assert cluster.cli(node, "ACL", "SETUSER", "slotsonly", "on", ">slots-pw", "~*",
+                           "+@all", "-cluster|shards").strip() == "OK"
+    client = client_for(cluster)
+    client.set("lean:{acl}", b"read with CLUSTER SLOTS")
+    lean = lean_for(cluster, REDIS_USERNAME="slotsonly", REDIS_PASSWORD="slots-pw")
+    try:
+        got = await lean.get("lean:{acl}")
+        covered = lean.topology is not None and lean.topology.covered
+    finally:
+        await lean.close()
+        client.close()
+    assert got == b"read with CLUSTER SLOTS" and covered
