@@ -21,7 +21,7 @@ from typing import Any, NamedTuple, TypeVar, cast
 
 from redis.asyncio import Redis, RedisCluster
 
-from api.lean import LeanRedis
+from api.lean import HotReads
 from api.nearcache import NearCache
 from api.redisconn import Guard, RedisUnavailable
 from cachetail import keyspace
@@ -59,7 +59,7 @@ class Answer(NamedTuple):  # a tuple: the cheapest record to build on a near-cac
 class Cache:
     def __init__(self, client: Redis | RedisCluster, guard: Guard, keys: Keyspace,
                  settings: CacheSettings, *, after_select: AfterSelect | None = None,
-                 lean: LeanRedis | None = None, near: NearCache | None = None) -> None:
+                 lean: HotReads | None = None, near: NearCache | None = None) -> None:
         if near is not None and lean is None:
             raise ValueError("the near-cache reads through the lean connection")
         self._redis = client
@@ -67,6 +67,7 @@ class Cache:
         self._near = near
         self.after_tracked_read: AfterTrackedRead | None = None
         self._guard = guard
+        self._hot_bounded = lean is None  # the lean connections hold no pooled connection
         self._keys = keys
         self._lease_ms = settings.lease_ms
         self._wait_s = settings.lease_wait_ms / 1000
@@ -92,7 +93,8 @@ class Cache:
 
     async def _user(self, key: str, load: UserLoader) -> Answer:
         try:
-            value = await self._guard.run("get", lambda: self._tracked_get(key))
+            value = await self._guard.run("get", lambda: self._tracked_get(key),
+                                          bounded=self._hot_bounded)
         except RedisUnavailable:
             return Answer(await self._shared(("bypass", key), load), BYPASS)
         if value is not None and not is_lease(value):
@@ -132,7 +134,7 @@ class Cache:
         return Answer(body, MISS)
 
     async def _read_user(self, key: str) -> tuple[str, bytes | None]:
-        value = await self._guard.run("get", lambda: self._get(key))
+        value = await self._guard.run("get", lambda: self._get(key), bounded=self._hot_bounded)
         if value is None:
             return ABSENT, None
         if is_lease(value):
@@ -177,7 +179,8 @@ class Cache:
 
     async def _read_products(self, key: str) -> tuple[str, bytes | None]:
         """The generation and the variant in one round trip (one slot, one MGET)."""
-        gen, value = await self._guard.run("get", lambda: self._mget_list(key))
+        gen, value = await self._guard.run("get", lambda: self._mget_list(key),
+                                           bounded=self._hot_bounded)
         if value is None:
             return ABSENT, None
         if is_lease(value):

@@ -4,8 +4,9 @@ Profiled on a warm GET (``bench/redis_get_profile.py``), redis.asyncio spends
 most of its time around the command, not in it: taking and giving back a pool
 connection under a lock, two ``asyncio.timeout`` scopes, retry and event
 dispatch wrappers, observability hooks, packing through a generic encoder.
-Here every concurrent caller writes its command at once on the same socket and
-waits on a future; replies come back in order and resolve the futures from one
+Here every concurrent caller adds its command to the same socket's buffer and
+waits on a future; the buffer goes out in one write at the loop's next turn
+(at once when the connection was idle), replies come back in order and resolve the futures from one
 ``data_received`` (hiredis parses them).  Redis sees pipelined commands, the
 event loop sees one socket.
 
@@ -21,7 +22,7 @@ import asyncio
 import collections
 import ssl
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import hiredis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -67,6 +68,7 @@ class RespConnection(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
         self._error: BaseException | None = None
+        self._corked: list[bytes] = []
         self.closed: asyncio.Future[None] = self._loop.create_future()
 
     @property
@@ -117,6 +119,12 @@ class RespConnection(asyncio.Protocol):
         self._send(payload, (first, second))
         return first, second
 
+    def calln(self, payload: bytes, n: int) -> tuple[asyncio.Future[Any], ...]:
+        """Write ``n`` commands at once (``payload`` holds them all); their replies' futures."""
+        futures = tuple(self._loop.create_future() for _ in range(n))
+        self._send(payload, futures)
+        return futures
+
     def _send(self, payload: bytes, futures: tuple[asyncio.Future[Any], ...]) -> None:
         if self._error is not None or self._transport is None:
             error = self._error or RedisConnectionError("Connection not open.")
@@ -127,9 +135,22 @@ class RespConnection(asyncio.Protocol):
         now = self._loop.time()
         for future in futures:
             self._waiting.append((future, now))
-        self._transport.write(payload)
+        if self._corked:
+            self._corked.append(payload)
+        elif len(self._waiting) == len(futures):  # an idle connection: nothing to batch with
+            self._transport.write(payload)
+        else:
+            self._corked.append(payload)
+            self._loop.call_soon(self._flush)
         if self._timer is None:
             self._timer = self._loop.call_at(now + self._timeout_s, self._check_timeout)
+
+    def _flush(self) -> None:
+        """Every command written in this turn of the loop, in one write (one syscall, and
+        one read for Redis): with 32 callers a third of the cost of a write per command."""
+        out, self._corked = self._corked, []
+        if self._transport is not None and self._error is None:
+            self._transport.write(b"".join(out))
 
     def _check_timeout(self) -> None:
         self._timer = None
@@ -237,6 +258,18 @@ def _handshake(settings: RedisSettings, resp3: bool) -> tuple[bytes, ...]:
     return tuple(commands)
 
 
+class HotReads(Protocol):
+    """What the cache reads through: :class:`LeanRedis`, or on a cluster ``ClusterLean``."""
+
+    async def get(self, key: str) -> bytes | None: ...
+
+    async def get_with_pttl(self, key: str) -> tuple[bytes | None, int]: ...
+
+    async def mget(self, *keys: str) -> list[bytes | None]: ...
+
+    async def close(self) -> None: ...
+
+
 _GET = b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n"
 _GET_PTTL = _GET + b"*2\r\n$4\r\nPTTL\r\n$%d\r\n%s\r\n"
 
@@ -258,7 +291,7 @@ class LeanRedis:
     async def get(self, key: str) -> bytes | None:
         conn = self._conn
         if conn is None or not conn.is_open:
-            conn = await self._connect()
+            conn = await self.connect()
         raw = key.encode()
         result: bytes | None = await conn.call(_GET % (len(raw), raw))
         return result
@@ -268,7 +301,7 @@ class LeanRedis:
         (-1 no expiry, -2 gone by the time PTTL ran)."""
         conn = self._conn
         if conn is None or not conn.is_open:
-            conn = await self._connect()
+            conn = await self.connect()
         raw = key.encode()
         value, pttl = conn.call2(_GET_PTTL % (len(raw), raw, len(raw), raw))
         return await value, await pttl
@@ -276,13 +309,22 @@ class LeanRedis:
     async def mget(self, *keys: str) -> list[bytes | None]:
         conn = self._conn
         if conn is None or not conn.is_open:
-            conn = await self._connect()
+            conn = await self.connect()
         values: list[bytes | None] = await conn.call(pack("MGET", *keys))
         return values
 
-    async def _connect(self) -> RespConnection:
+    def ready(self) -> RespConnection | None:
+        """The open connection, or None when a call would have to connect first."""
+        conn = self._conn
+        return conn if conn is not None and conn.is_open else None
+
+    async def connect(self) -> RespConnection:
+        """The open connection, opening it when needed (callers share one attempt)."""
         if self._closed:
             raise RedisConnectionError("Client closed.")
+        conn = self._conn
+        if conn is not None and conn.is_open:
+            return conn
         if self._connecting is None:
             self._connecting = asyncio.ensure_future(
                 open_connection(self._settings, name=self._name))

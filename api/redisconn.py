@@ -91,6 +91,8 @@ class Guard:
     ``limit``: at most this many calls at once, each waiting at most ``wait_s`` for
     its turn.  The cluster client needs it: past its per-node connection limit it
     raises at once where the single-node pool (a BlockingConnectionPool) waits.
+    Calls on the lean connections (``bounded=False``) hold no pooled connection
+    and skip it.
     """
 
     def __init__(self, breaker: Breaker, limit: int | None = None, wait_s: float = 0.25) -> None:
@@ -100,17 +102,20 @@ class Guard:
         self._wait_s = wait_s
 
     async def run(self, operation: str, call: Callable[[], Awaitable[T]], *,
-                  probe: bool = False) -> T:
+                  probe: bool = False, bounded: bool = True) -> T:
         if self.breaker.is_open and not probe:
             REDIS_SKIPPED.labels(operation).inc()
             raise RedisUnavailable(operation, "CircuitOpen")
-        if self._slots is None:
+        if self._slots is None or not bounded:
             return await self._call(operation, call, probe)
-        try:
-            await asyncio.wait_for(self._slots.acquire(), self._wait_s)
-        except asyncio.TimeoutError:  # a busy worker, not a dead server: no breaker trip
-            REDIS_ERRORS.labels(operation).inc()
-            raise RedisUnavailable(operation, "PoolExhausted") from None
+        if self._slots.locked():
+            try:
+                await asyncio.wait_for(self._slots.acquire(), self._wait_s)
+            except asyncio.TimeoutError:  # a busy worker, not a dead server: no breaker trip
+                REDIS_ERRORS.labels(operation).inc()
+                raise RedisUnavailable(operation, "PoolExhausted") from None
+        else:
+            await self._slots.acquire()  # free: no wait, no timeout scope
         try:
             return await self._call(operation, call, probe)
         finally:

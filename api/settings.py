@@ -50,13 +50,8 @@ class ApiSettings:
     health_timeout_s: float
 
     @property
-    def redis_cluster(self) -> bool:
-        """Client tracking and the lean connection talk to one node: with a cluster both stay off."""
-        return self.redis.cluster
-
-    @property
     def nearcache(self) -> bool:
-        return self.near.requested and not self.redis_cluster
+        return self.near.requested
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ApiSettings:

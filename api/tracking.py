@@ -29,19 +29,43 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from api.lean import RespConnection, open_connection, pack
 from api.nearcache import NearCache
-from api.settings import ApiSettings
-from cachetail.keyspace import Keyspace
 from cachetail.settings import RedisSettings
 
 log = logging.getLogger("api")
 
 HEARTBEAT_S = 0.1
-_RETRY_FIRST_S = 0.05
-_RETRY_MAX_S = 2.0
-_STABLE_S = 10.0  # a connection that lived this long resets the backoff
+RETRY_FIRST_S = 0.05
+RETRY_MAX_S = 2.0
+STABLE_S = 10.0  # a connection that lived this long resets the backoff
 _LOG_EVERY_S = 10.0
 _PING = pack("PING")
 _INVALIDATE = b"invalidate"
+
+
+def apply_push(near: NearCache, push: list[Any]) -> None:
+    """An invalidation message: these keys changed, or (a null) every key may have."""
+    if push[0] != _INVALIDATE:
+        return
+    keys = push[1]
+    if keys is None:
+        near.flush()
+    else:
+        near.invalidate(keys)
+
+
+class LogEvery:
+    """A flapping connection must not flood the log: one line per interval."""
+
+    def __init__(self, logger: logging.Logger, interval_s: float = _LOG_EVERY_S) -> None:
+        self._logger = logger
+        self._interval_s = interval_s
+        self._logged_at = float("-inf")
+
+    def warning(self, message: str, *args: object) -> None:
+        now = time.monotonic()
+        if now - self._logged_at >= self._interval_s:
+            self._logged_at = now
+            self._logger.warning(message, *args)
 
 
 class Tracker:
@@ -56,7 +80,7 @@ class Tracker:
         self._conn: RespConnection | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
-        self._logged_at = float("-inf")
+        self._log = LogEvery(log)
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -85,14 +109,14 @@ class Tracker:
             pass  # the loss has emptied and disabled the near-cache
 
     async def _run(self) -> None:
-        delay = _RETRY_FIRST_S
+        delay = RETRY_FIRST_S
         while True:
             try:
                 conn = await open_connection(
                     self._settings, name=self._name, resp3=True, on_push=self._on_push,
                     on_lost=self._on_lost, setup=(self._tracking,))
             except (RedisError, OSError) as exc:
-                self._log("near-cache bypassed: cannot establish tracking (%s: %s); retrying",
+                self._log.warning("near-cache bypassed: cannot establish tracking (%s: %s); retrying",
                           type(exc).__name__, exc)
             else:
                 self._conn = conn
@@ -104,11 +128,11 @@ class Tracker:
                 finally:
                     conn.close()
                     self._conn = None
-                if time.monotonic() - started >= _STABLE_S:
-                    delay = _RETRY_FIRST_S
+                if time.monotonic() - started >= STABLE_S:
+                    delay = RETRY_FIRST_S
             # never a tight loop, even when the server drops us as soon as we are in
             await asyncio.sleep(random.uniform(delay / 2, delay))
-            delay = min(delay * 2, _RETRY_MAX_S)
+            delay = min(delay * 2, RETRY_MAX_S)
 
     async def _heartbeat(self, conn: RespConnection) -> None:
         while True:
@@ -121,13 +145,7 @@ class Tracker:
                 return
 
     def _on_push(self, push: list[Any]) -> None:
-        if push[0] != _INVALIDATE:
-            return
-        keys = push[1]
-        if keys is None:
-            self._near.flush()
-        else:
-            self._near.invalidate(keys)
+        apply_push(self._near, push)
 
     def _on_lost(self, error: BaseException) -> None:
         if self._closing:
@@ -135,24 +153,6 @@ class Tracker:
         if self._near.live:
             reason = "heartbeat" if isinstance(error, RedisTimeoutError) else "disconnected"
             self._near.disable(reason)
-            self._log("near-cache emptied and bypassed: invalidation connection %s (%s);"
-                      " reconnecting", "timed out" if reason == "heartbeat" else "lost", error)
-
-    def _log(self, message: str, *args: object) -> None:
-        # A flapping connection must not flood the log: one line per interval.
-        now = time.monotonic()
-        if now - self._logged_at >= _LOG_EVERY_S:
-            self._logged_at = now
-            log.warning(message, *args)
-
-
-def start_tracking(settings: ApiSettings, keys: Keyspace) -> tuple[NearCache | None, Tracker | None]:
-    """The worker's near-cache and its tracker, connecting already; (None, None) when off."""
-    if not settings.nearcache:
-        log.info("near-cache off: %s", "REDIS_CLUSTER is set (tracking here is single-node)"
-                 if settings.redis_cluster else "NEARCACHE=false")
-        return None, None
-    near = NearCache(settings.near.max_entries, settings.near.max_bytes)
-    tracker = Tracker(settings.redis, keys.users_prefix(), near)
-    tracker.start()
-    return near, tracker
+            self._log.warning("near-cache emptied and bypassed: invalidation connection %s (%s);"
+                              " reconnecting", "timed out" if reason == "heartbeat" else "lost",
+                              error)

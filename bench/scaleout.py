@@ -1,8 +1,11 @@
 """Issue 6's benchmark: scale-out figures, on throwaway servers started here.
 
 1. Warm ``GET /user/{id}`` on a Redis Cluster (3 primaries + 3 replicas) against a
-   single Redis node, side by side: one uvicorn worker each, wrk rounds in ABBA
-   order, requests per second, latency and the ratio cluster / single.
+   single Redis node, side by side, near-cache on and off: four uvicorn workers of
+   one each, wrk rounds in alternating order (ABCD, DCBA, ...), requests per
+   second, latency and the two ratios cluster / single (issue 15's goals: 0.9x
+   with the near-cache, 0.85x without).  Then where the product lists live and
+   are read on the cluster, per primary.
 2. SELECTs per stampede: N concurrent cold reads of one id, each on its own
    connection, against ``python -m api --workers 4`` (from its summed /metrics).
 3. Standby takeover: two invalidators share a lease; the leader is killed with
@@ -104,48 +107,105 @@ def api(env: dict[str, str], work: Path, workers: int = 1) -> Any:
 
 # ------------------------------------------------------------------ 1. hits
 
+# (near-cache, Redis kind) targets; the goal of each ratio cluster / single (issue 15)
+TARGETS = (("near", "single"), ("near", "cluster"), ("nonear", "single"), ("nonear", "cluster"))
+GOALS = {"near": 0.9, "nonear": 0.85}
+CATEGORIES = ("electronics", "books", "clothing", "home", "garden", "sports", "toys",
+              "grocery", "beauty", "automotive")
+
 
 def hits(s: Servers, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     paths = [f"/user/{i}" for i in range(1, args.ids + 1)]
     opts = dict(duration_s=args.duration, connections=args.connections, threads=1)
     with ExitStack() as stack:
-        urls = {}
-        for kind in ("single", "cluster"):
-            # the near-cache (single node only) off: the two Redis clients, like for like
-            ctx, url = api(s.env(kind, NEARCACHE="0"), work)
+        urls: dict[tuple[str, str], str] = {}
+        for near, kind in TARGETS:
+            ctx, url = api(s.env(kind, NEARCACHE="1" if near == "near" else "0"), work)
             stack.enter_context(ctx)
-            urls[kind] = url
+            urls[(near, kind)] = url
         http = stack.enter_context(httpx.Client(timeout=10))
-        for kind, url in urls.items():
+        for target, url in urls.items():
             for p in paths:
                 assert http.get(url + p).status_code == 200
-            assert http.get(url + paths[0]).headers["x-cache"] == "HIT", kind
+            assert http.get(url + paths[0]).headers["x-cache"] == "HIT", target
             wrk.run(url, paths, **{**opts, "duration_s": 1})
         rounds = []
         for r in range(args.rounds):
-            order = ["single", "cluster"] if r % 2 == 0 else ["cluster", "single"]
-            res: dict[str, Any] = {kind: wrk.run(urls[kind], paths, **opts) for kind in order}
-            res["ratio"] = res["cluster"]["throughput_rps"] / res["single"]["throughput_rps"]
+            order = list(TARGETS) if r % 2 == 0 else list(reversed(TARGETS))  # ABCD, DCBA, ...
+            res = {target: wrk.run(urls[target], paths, **opts) for target in order}
             rounds.append(res)
-            print(f"  round {r + 1}: single {res['single']['throughput_rps']:,.0f} req/s, cluster "
-                  f"{res['cluster']['throughput_rps']:,.0f} req/s, ratio {res['ratio']:.3f}", flush=True)
+            print(f"  round {r + 1}: " + ", ".join(
+                f"{near} {kind} {res[(near, kind)]['throughput_rps']:,.0f}" for near, kind in TARGETS)
+                + " req/s; cluster / single: " + ", ".join(
+                f"{near} {_ratio(res, near):.3f}" for near in GOALS), flush=True)
+        out = summarize(rounds, args)
+        out["lists"] = list_distribution(s, urls[("nonear", "cluster")], args)
+    return out
 
-    def med(kind: str, key: str) -> float:
-        return statistics.median(r[kind]["throughput_rps"] if key == "rps" else r[kind]["latency"][key]
-                                 for r in rounds)
 
-    out = {kind: {"throughput_rps": med(kind, "rps"), "p50_s": med(kind, "p50_s"),
-                  "p99_s": med(kind, "p99_s")} for kind in ("single", "cluster")}
-    out["ratio_of_medians"] = out["cluster"]["throughput_rps"] / out["single"]["throughput_rps"]
-    out["ratio_per_round"] = [r["ratio"] for r in rounds]
+def summarize(rounds: list[dict[tuple[str, str], Any]], args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
     print(f"warm GET /user/{{id}}, one uvicorn worker each, wrk -c{args.connections} "
           f"-d{args.duration:g}s x {args.rounds} rounds (medians):")
-    for kind, label in (("single", "one Redis node"), ("cluster", "Redis Cluster 3+3")):
-        f = out[kind]
-        print(f"  {label:<20} {f['throughput_rps']:>9,.0f} req/s   p50 {f['p50_s'] * 1000:6.2f} ms"
-              f"   p99 {f['p99_s'] * 1000:6.2f} ms")
-    print(f"  ratio cluster / single: {out['ratio_of_medians']:.3f}")
+    for near, goal in GOALS.items():
+        figures: dict[str, Any] = {kind: {
+            key: statistics.median(_figure(r[(near, kind)], key) for r in rounds)
+            for key in ("throughput_rps", "p50_s", "p99_s")} for kind in ("single", "cluster")}
+        figures["ratio_of_medians"] = (figures["cluster"]["throughput_rps"]
+                                       / figures["single"]["throughput_rps"])
+        figures["ratio_per_round"] = [_ratio(r, near) for r in rounds]
+        figures["goal"] = goal
+        out[near] = figures
+        print(f"  near-cache {'on' if near == 'near' else 'off'}:")
+        for kind, label in (("single", "one Redis node"), ("cluster", "Redis Cluster 3+3")):
+            f = figures[kind]
+            print(f"    {label:<20} {f['throughput_rps']:>9,.0f} req/s   p50 {f['p50_s'] * 1000:6.2f} ms"
+                  f"   p99 {f['p99_s'] * 1000:6.2f} ms")
+        ratio = figures["ratio_of_medians"]
+        print(f"    ratio cluster / single: {ratio:.3f} -> {'meets' if ratio >= goal else 'misses'}"
+              f" the {goal:g}x goal; per round "
+              + ", ".join(f"{x:.3f}" for x in figures["ratio_per_round"])
+              + f" (their median {statistics.median(figures['ratio_per_round']):.3f})")
     return out
+
+
+def _figure(run: dict[str, Any], key: str) -> float:
+    return float(run["throughput_rps"] if key == "throughput_rps" else run["latency"][key])
+
+
+def _ratio(res: dict[tuple[str, str], Any], near: str) -> float:
+    return float(res[(near, "cluster")]["throughput_rps"] / res[(near, "single")]["throughput_rps"])
+
+
+def list_distribution(s: Servers, url: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Where product lists live and are read on the cluster: list keys per primary (SCAN),
+    and list reads per primary (its MGET count) during a short wrk run over every variant."""
+    paths = ["/products"] + [f"/products?category={c}" for c in CATEGORIES]
+    client = redis.RedisCluster(host=s.cluster.host, port=s.cluster.port)
+    try:
+        primaries = client.get_primaries()  # type: ignore[no-untyped-call]
+        nodes = {f"{n.host}:{n.port}": client.get_redis_connection(n) for n in primaries}
+        for p in paths:
+            httpx.get(url + p, timeout=10).raise_for_status()
+
+        def mgets() -> dict[str, int]:
+            return {name: int(node.info("commandstats").get("cmdstat_mget", {}).get("calls", 0))
+                    for name, node in nodes.items()}
+
+        before = mgets()
+        wrk.run(url, paths, duration_s=max(1.0, args.duration / 5), connections=args.connections,
+                threads=1)
+        reads = {name: calls - before[name] for name, calls in mgets().items()}
+        keys = {name: sum(1 for _ in node.scan_iter(match="ct:{p}:*", count=1000))
+                for name, node in nodes.items()}
+    finally:
+        client.close()
+    total_keys, total_reads = sum(keys.values()) or 1, sum(reads.values()) or 1
+    print(f"product lists on the cluster ({len(paths)} variants, all under the {{p}} hash tag):")
+    for name in sorted(nodes):
+        print(f"  primary {name:<22} list keys {keys[name]:>4} ({keys[name] / total_keys:6.1%})"
+              f"   list reads {reads[name]:>8,} ({reads[name] / total_reads:6.1%})")
+    return {"keys_per_primary": keys, "reads_per_primary": reads}
 
 
 # -------------------------------------------------------------- 2. stampede
@@ -274,7 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--part", action="append", choices=PARTS, help="run only this part (repeatable)")
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
     p.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run (default 10)")
-    p.add_argument("--rounds", type=int, default=4, help="single/cluster pairs, ABBA (default 4)")
+    p.add_argument("--rounds", type=int, default=4,
+                   help="rounds over the four hit targets, alternating order (default 4)")
     p.add_argument("--connections", type=int, default=32)
     p.add_argument("--ids", type=int, default=1000, help="warm ids cycled through (default 1000)")
     p.add_argument("--stampede", type=int, default=200)

@@ -204,18 +204,22 @@ class RedisCluster:
         """A seed node: what REDIS_PORT names (any node serves as a start)."""
         return self.nodes[0].port
 
-    def start(self, timeout_s: float = 30) -> None:
+    def _new_node(self) -> RedisServer:
         args = ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                 "--cluster-node-timeout", str(self.node_timeout_ms),
                 # the test-fast timeout must not make a briefly paused replica ineligible
-                "--cluster-replica-validity-factor", "0")
-        try:
-            for i in range(self.masters * (1 + self.replicas)):
+                "--cluster-replica-validity-factor", "0",
                 # the bus port is given: port + 10000 may be taken, or past 65535
-                bus = ("--cluster-port", str(free_port()))
-                node = RedisServer(self.base_dir / f"node{i}", extra_args=args + bus)
-                self.nodes.append(node)
-                node.start()
+                "--cluster-port", str(free_port()))
+        node = RedisServer(self.base_dir / f"node{len(self.nodes)}", extra_args=args)
+        self.nodes.append(node)
+        node.start()
+        return node
+
+    def start(self, timeout_s: float = 30) -> None:
+        try:
+            for _ in range(self.masters * (1 + self.replicas)):
+                self._new_node()
             addresses = [f"{n.host}:{n.port}" for n in self.nodes]
             done = subprocess.run([find_binary("redis-cli"), "--cluster", "create", *addresses,
                                    "--cluster-replicas", str(self.replicas), "--cluster-yes"],
@@ -232,8 +236,9 @@ class RedisCluster:
         """Until every running node reports cluster_state:ok and agrees on the primaries."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            views = [self._ok_view(n) for n in self.nodes if n.running]
-            if views and all(views) and len(set(views)) == 1 and len(views[0]) == self.masters:
+            views = {self._ok_view(n) for n in self.nodes if n.running}
+            agreed = views.pop() if len(views) == 1 else None
+            if agreed is not None and len(agreed) >= self.masters:
                 return
             time.sleep(0.1)
         raise DevStackError(f"the cluster did not become ok within {timeout_s} s")
@@ -290,6 +295,42 @@ class RedisCluster:
                     out.append((int(lo), int(hi or lo)))
                 return out
         return []
+
+    def add_primary(self, timeout_s: float = 30) -> RedisServer:
+        """A new primary that serves no slot yet, known to every node."""
+        node = self._new_node()
+        bus = node.extra_args[node.extra_args.index("--cluster-port") + 1]
+        self.cli(self.nodes[0], "CLUSTER", "MEET", node.host, str(node.port), bus)
+        node_id = self.node_id(node)
+        deadline = time.monotonic() + timeout_s
+        while not all(node_id in self.cli(n, "CLUSTER", "NODES")
+                      and "cluster_state:ok" in self.cli(n, "CLUSTER", "INFO")
+                      for n in self.nodes if n.running):
+            if time.monotonic() > deadline:
+                raise DevStackError(f"the new node {node.port} did not join within {timeout_s} s")
+            time.sleep(0.05)
+        return node
+
+    def begin_migration(self, slot: int, source: RedisServer, target: RedisServer) -> None:
+        """``slot`` starts moving (IMPORTING on the target, then MIGRATING on the source)."""
+        for node, state, other in ((target, "IMPORTING", source), (source, "MIGRATING", target)):
+            out = self.cli(node, "CLUSTER", "SETSLOT", str(slot), state, self.node_id(other))
+            if out.strip() != "OK":
+                raise DevStackError(f"SETSLOT {slot} {state} on {node.port}: {out.strip()}")
+
+    def migrate_keys(self, source: RedisServer, target: RedisServer, *keys: str) -> None:
+        out = self.cli(source, "MIGRATE", target.host, str(target.port), "", "0", "5000",
+                       "KEYS", *keys)
+        if out.strip() not in ("OK", "NOKEY"):
+            raise DevStackError(f"MIGRATE {keys} to {target.port}: {out.strip()}")
+
+    def end_migration(self, slot: int, target: RedisServer) -> None:
+        """``slot`` belongs to ``target``: told to the target first, then to every primary."""
+        target_id = self.node_id(target)
+        for node in [target] + [p for p in self.primaries() if p is not target]:
+            out = self.cli(node, "CLUSTER", "SETSLOT", str(slot), "NODE", target_id)
+            if out.strip() != "OK":
+                raise DevStackError(f"SETSLOT {slot} NODE on {node.port}: {out.strip()}")
 
     def stop(self) -> None:
         for node in self.nodes:

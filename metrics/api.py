@@ -67,6 +67,21 @@ REDIS_SKIPPED = Counter(
     ["operation"],
     namespace=NAMESPACE,
 )
+# Redis Cluster (api/clusterlean.py): the hot reads' own slot map.
+REDIS_REDIRECTS = Counter(
+    "redis_redirects",
+    "Hot reads that Redis Cluster redirected: moved (the slot has a new primary; the slot"
+    " map is read again) or ask (the slot is migrating; followed with ASKING).",
+    ["kind"],
+    namespace=NAMESPACE,
+)
+REDIS_TOPOLOGY_LOADS = Counter(
+    "redis_topology_loads",
+    "Reads of the Redis Cluster slot map by the hot-read path (at start, after a MOVED, a"
+    " failed connection to a primary, or a topology change seen by tracking), by result.",
+    ["result"],
+    namespace=NAMESPACE,
+)
 FILLS_IN_FLIGHT = Gauge(
     "cache_fills_in_flight",
     "Cache fills in progress (one per key and worker; concurrent misses share one).",
@@ -107,7 +122,8 @@ NEARCACHE_INVALIDATIONS = Counter(
 NEARCACHE_RESETS = Counter(
     "nearcache_resets",
     "Near-cache emptied at once: flush (FLUSHALL/FLUSHDB), disconnected (invalidation"
-    " connection lost), heartbeat (no answer on it within REDIS_TIMEOUT_S).",
+    " connection lost), heartbeat (no answer on it within REDIS_TIMEOUT_S), topology (Redis"
+    " Cluster: a failover, a slot moving, a node added or removed, a MOVED or ASK seen).",
     ["reason"],
     namespace=NAMESPACE,
 )
@@ -125,7 +141,8 @@ NEARCACHE_BYTES = Gauge(
 )
 NEARCACHE_TRACKING = Gauge(
     "nearcache_tracking",
-    "Workers whose near-cache is in use: invalidation connection up with CLIENT TRACKING on.",
+    "Workers whose near-cache is in use: invalidation connection up with CLIENT TRACKING on"
+    " (on Redis Cluster: one on every primary).",
     namespace=NAMESPACE,
     multiprocess_mode="livesum",
 )

@@ -37,8 +37,7 @@ _DEFAULTS: dict[str, str] = {}
 @pytest.fixture
 def nearcache(request: pytest.FixtureRequest) -> Iterator[str]:
     """The near-cache on ("1") or off ("0") in the apps running() starts.  conftest's
-    pytest_generate_tests runs such a test with it on and off on a single node; on a
-    cluster only off, since tracking there is single-node and stays off by itself."""
+    pytest_generate_tests runs such a test with it on and off, on each Redis kind."""
     value = str(getattr(request, "param", "0"))
     _DEFAULTS["NEARCACHE"] = value
     yield value

@@ -80,9 +80,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     marker = metafunc.definition.get_closest_marker("redis_kinds")
     kinds = marker.args if marker is not None and "stack" in metafunc.fixturenames else None
     if "nearcache" in metafunc.fixturenames:
-        # near-cache on and off on a single node; a cluster has it off by design
-        combos = [(kind, near) for kind in (kinds or ("single",)) for near in ("1", "0")
-                  if not (kind == "cluster" and near == "1")]
+        # near-cache on and off, on each Redis kind named
+        combos = [(kind, near) for kind in (kinds or ("single",)) for near in ("1", "0")]
         ids = [f"{kind}-{'near' if near == '1' else 'nonear'}" for kind, near in combos]
         if kinds:
             metafunc.parametrize(("redis_kind", "nearcache"), combos, ids=ids, indirect=["nearcache"])

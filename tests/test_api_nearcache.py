@@ -12,6 +12,7 @@ import time
 import tracemalloc
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import httpx
 import pytest
@@ -19,7 +20,8 @@ import redis
 
 from api.nearcache import ENTRY_OVERHEAD, NearCache
 from api.settings import ApiSettings, SettingsError
-from api.tracking import start_tracking
+from api.lean import LeanRedis
+from api.services import start_tracking
 from api_support import Delta, anyio_backend, api_process, running  # noqa: F401
 from cachetail.keyspace import LEASE, NEGATIVE, Keyspace
 from invalidator_support import wait_for, workers  # noqa: F401
@@ -29,8 +31,27 @@ KEYS = Keyspace()
 TRACKING = "cachetail-api-tracking"
 
 
-def tracking_clients(client: redis.Redis) -> list[dict[str, str]]:
-    return [c for c in client.client_list() if c["name"] == TRACKING]
+def primaries(client: redis.Redis | redis.RedisCluster) -> list[redis.Redis]:
+    """One client per primary: the node itself, or each primary of a cluster."""
+    if isinstance(client, redis.RedisCluster):
+        return [client.get_redis_connection(node) for node in client.get_primaries()]
+    return [client]
+
+
+def tracking_clients(client: redis.Redis | redis.RedisCluster,
+                     key: str | None = None) -> list[dict[str, Any]]:
+    """The tracking connections on every primary (or on the one holding ``key``); each
+    entry's "node" is the client to kill it through."""
+    nodes = primaries(client)
+    if key is not None and isinstance(client, redis.RedisCluster):
+        nodes = [client.get_redis_connection(client.get_node_from_key(key))]
+    return [{**c, "node": node} for node in nodes for c in node.client_list()
+            if c["name"] == TRACKING]
+
+
+def get_calls(client: redis.Redis | redis.RedisCluster) -> int:
+    return sum(node.info("commandstats").get("cmdstat_get", {}).get("calls", 0)
+               for node in primaries(client))
 
 
 async def until(predicate: Callable[[], object], timeout_s: float, what: str) -> float:
@@ -54,15 +75,17 @@ def tiers(responses: list) -> list[str | None]:  # type: ignore[type-arg]
 # ---------------------------------------------------------------- serving
 
 
+@pytest.mark.redis_kinds("single", "cluster")
 async def test_hits_are_served_from_the_workers_memory(stack, redis_client) -> None:
     delta = Delta(near("hit"), ("cachetail_cache_lookups_total", {"entity": "user", "result": "hit"}))
     async with running(stack.api_env()) as (app, client):
         svc = app.state.services
-        assert svc.near.live and len(tracking_clients(redis_client)) == 1
+        assert svc.near.live
+        assert len(tracking_clients(redis_client)) == len(primaries(redis_client))
         first, second = await client.get("/user/42"), await client.get("/user/42")
-        gets = redis_client.info("commandstats")["cmdstat_get"]["calls"]
+        gets = get_calls(redis_client)
         served = [await client.get("/user/42") for _ in range(5)]
-        assert redis_client.info("commandstats")["cmdstat_get"]["calls"] == gets  # Redis not asked
+        assert get_calls(redis_client) == gets  # Redis not asked
     assert [first.headers["x-cache"], second.headers["x-cache"]] == ["MISS", "HIT"]
     assert tiers([first, second]) == [None, "redis"]
     assert {(r.headers["x-cache"], r.headers["x-cache-tier"]) for r in served} == {("HIT", "near")}
@@ -70,6 +93,7 @@ async def test_hits_are_served_from_the_workers_memory(stack, redis_client) -> N
     assert delta() == [5, 6]  # cache_lookups_total keeps counting every hit
 
 
+@pytest.mark.redis_kinds("single", "cluster")
 async def test_negative_entries_are_kept_and_dropped_like_values(stack, redis_client) -> None:
     async with running(stack.api_env()) as (app, client):
         svc = app.state.services
@@ -82,6 +106,7 @@ async def test_negative_entries_are_kept_and_dropped_like_values(stack, redis_cl
     assert tiers(answers) == [None, "redis", "near"]
 
 
+@pytest.mark.redis_kinds("single", "cluster")
 async def test_leases_are_never_kept(stack, redis_client) -> None:
     key = KEYS.user(303)
     redis_client.set(key, LEASE + b"another-process", px=10_000)
@@ -94,6 +119,7 @@ async def test_leases_are_never_kept(stack, redis_client) -> None:
 # ------------------------------------------------------- the crossing race
 
 
+@pytest.mark.redis_kinds("single", "cluster")
 @pytest.mark.parametrize("change", ["set", "delete", "flushdb", "kill"])
 async def test_an_invalidation_crossing_the_reply_voids_it(stack, redis_client, change) -> None:
     """The GET's reply has the old value; before the near-cache keeps it, the key changes
@@ -113,9 +139,9 @@ async def test_an_invalidation_crossing_the_reply_voids_it(stack, redis_client, 
                 redis_client.delete(read_key)
             elif change == "flushdb":
                 redis_client.flushdb()
-            else:
-                (conn,) = tracking_clients(redis_client)
-                redis_client.client_kill_filter(_id=conn["id"])
+            else:  # the connection of the primary holding the key
+                (conn,) = tracking_clients(redis_client, read_key)
+                conn["node"].client_kill_filter(_id=conn["id"])
                 await until(lambda: lost() == [1], 2, "the loss noticed")
             await svc.tracker.sync()  # the invalidation has been applied
 
@@ -139,6 +165,7 @@ async def test_an_invalidation_crossing_the_reply_voids_it(stack, redis_client, 
 # ---------------------------------------------------- changes reach it
 
 
+@pytest.mark.redis_kinds("single", "cluster")
 async def test_a_write_through_mysql_reaches_the_near_cache(stack, db, redis_client, workers) -> None:
     worker = workers(stack.invalidator_env())
     key = worker.keyspace.user(88)
@@ -157,6 +184,7 @@ async def test_a_write_through_mysql_reaches_the_near_cache(stack, db, redis_cli
     assert worker.stop() == 0
 
 
+@pytest.mark.redis_kinds("single", "cluster")
 async def test_clear_empties_every_workers_near_cache(stack, redis_client) -> None:
     env = stack.api_env()
     auth = {"Authorization": f"Bearer {env['ADMIN_TOKEN']}"}
@@ -177,6 +205,7 @@ async def test_clear_empties_every_workers_near_cache(stack, redis_client) -> No
         [r.headers["x-cache"] for r in after] == ["MISS", "HIT"]  # b may read a's refill
 
 
+@pytest.mark.redis_kinds("single", "cluster")
 async def test_flush_empties_and_tracking_stays(stack, redis_client) -> None:
     flushes = Delta(("cachetail_nearcache_resets_total", {"reason": "flush"}))
     async with running(stack.api_env()) as (app, client):
@@ -187,9 +216,10 @@ async def test_flush_empties_and_tracking_stays(stack, redis_client) -> None:
         redis_client.flushdb()  # Redis announces "everything" (a null)
         await svc.tracker.sync()
         assert (svc.near.entries, svc.near.live) == (0, True)
-    assert flushes() == [1]
+    assert flushes() == [len(primaries(redis_client))]  # each primary flushed says so
 
 
+@pytest.mark.redis_kinds("single", "cluster")
 async def test_entries_live_no_longer_than_their_redis_ttl(stack, redis_client) -> None:
     """Redis announces an expiry only when it removes the key, which may be long after
     the TTL if nothing reads it there (and hits no longer do): the near-cache keeps an
@@ -236,7 +266,7 @@ async def test_killed_tracking_connection_empties_and_bypasses_until_restored(st
                 await client.get(f"/user/{user_id}")
         assert svc.near.entries == 3
         (before,) = tracking_clients(redis_client)
-        redis_client.client_kill_filter(_id=before["id"])
+        before["node"].client_kill_filter(_id=before["id"])
         noticed = await until(lambda: lost() == [1], 1, "the loss noticed")
         assert svc.near.entries == 0
         changed = b'{"id":11,"changed":"while tracking was down"}'
@@ -389,11 +419,11 @@ def test_settings_defaults_switches_and_errors(caplog: pytest.LogCaptureFixture)
     assert default.nearcache and default.near.max_entries == 100_000
     assert default.near.max_bytes == 64 * 1024 * 1024
     assert not ApiSettings.from_env({**base, "NEARCACHE": "0"}).nearcache
-    cluster = ApiSettings.from_env({**base, "REDIS_CLUSTER": "1"})
-    assert cluster.near.requested and not cluster.nearcache
+    assert ApiSettings.from_env({**base, "REDIS_CLUSTER": "1"}).nearcache  # on a cluster too
+    off = ApiSettings.from_env({**base, "NEARCACHE": "false"})
     with caplog.at_level(logging.INFO, logger="api"):
-        assert start_tracking(cluster, KEYS) == (None, None)
-    assert "near-cache off: REDIS_CLUSTER" in caplog.text
+        assert start_tracking(off, KEYS, LeanRedis(off.redis)) == (None, None)
+    assert "near-cache off: NEARCACHE=false" in caplog.text
     for name, value in (("NEARCACHE", "maybe"), ("NEARCACHE_MAX_ENTRIES", "0"),
                         ("NEARCACHE_MAX_BYTES", "12"), ("NEARCACHE_MAX_BYTES", "1MB")):
         with pytest.raises(SettingsError) as caught:
@@ -401,6 +431,7 @@ def test_settings_defaults_switches_and_errors(caplog: pytest.LogCaptureFixture)
         assert str(caught.value).startswith(f"{name}: expected")
 
 
+@pytest.mark.redis_kinds("single", "cluster")
 async def test_off_means_no_tracking_and_no_near_headers(stack, redis_client) -> None:
     async with running(stack.api_env(), NEARCACHE="false") as (app, client):
         answers = [await client.get("/user/31") for _ in range(3)]
@@ -413,6 +444,7 @@ async def test_off_means_no_tracking_and_no_near_headers(stack, redis_client) ->
 # ----------------------------------------------------------- many workers
 
 
+@pytest.mark.redis_kinds("single", "cluster")
 def test_every_worker_is_invalidated(stack, db, redis_client, workers, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """`python -m api --workers 2` and the invalidator: each worker keeps its own near-cache,
     and a write through MySQL or a clear reaches both."""

@@ -350,8 +350,13 @@ def test_scaleout_quick_run(tmp_path: Path) -> None:
                           cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     figures = json.loads(out.read_text())
-    assert figures["hits"]["single"]["throughput_rps"] > 0
-    assert figures["hits"]["cluster"]["throughput_rps"] > 0
+    for near in ("near", "nonear"):
+        assert figures["hits"][near]["single"]["throughput_rps"] > 0
+        assert figures["hits"][near]["cluster"]["throughput_rps"] > 0
+        assert len(figures["hits"][near]["ratio_per_round"]) == 2
+    lists = figures["hits"]["lists"]
+    assert sorted(lists["keys_per_primary"].values())[-1] >= 11  # every variant, on one primary
+    assert sum(1 for n in lists["reads_per_primary"].values() if n) == 1
     assert all(1 <= n <= 4 for kind in ("single", "cluster") for n in figures["stampede"][kind])
     assert figures["takeover"]["kills"] == 2
     assert 0 < figures["takeover"]["to_change_applied_s"]["max"] < 10
