@@ -1,366 +1,132 @@
 """Invalidator benchmark: prints figures, asserts nothing.
 
-    .venv/bin/python bench/invalidator_bench.py                 # both parts
-    .venv/bin/python bench/invalidator_bench.py --part latency  # (a) only
-    .venv/bin/python bench/invalidator_bench.py --part throughput --commits 200000 --profile
+    .venv/bin/python bench/invalidator_bench.py                        # all three parts
+    .venv/bin/python bench/invalidator_bench.py --part latency         # (a) only
+    .venv/bin/python bench/invalidator_bench.py --part throughput --rows 100000 --profile
+    .venv/bin/python bench/invalidator_bench.py --part catchup --catchup-rows 1000000
 
-(a) latency: throwaway MariaDB + Redis on loopback, the worker as a process
-    (`python -m invalidator`), a writer paced at --rate single-row autocommit
-    UPDATEs per second.  Wall-clock method: Redis keyspace notifications
-    (``del`` / ``set`` events) timestamped by a subscriber in this process;
-    latency = notification received - UPDATE sent (so it includes the commit).
-    Also the worker's own histogram received_to_applied (XID received -> EXEC
-    acknowledged).
-(b) throughput: --commits single-row commits on users (and as many on a table
-    cachetail does not cache), written by a stored procedure, then read from
-    the binlog side by side, same process, same binlog:
-      bare   - BinLogStreamReader(only_events=[rows events]) touching ev.rows
-      ours   - the worker's stream options and decode path (no Redis)
-      worker - the real worker catching up from a saved position, with Redis
-    Figures are row events per second.  --profile prints the top functions of
-    bare and ours (cProfile, tottime).
+(a) latency (bench/invalidator_latency.py): the worker as a process, --rate single-row
+    commits per second, commit sent -> key gone/refreshed (Redis keyspace notifications).
+(b) throughput: --rows changed rows per case, in transactions of 100 rows, on ``users``
+    (mapped) and ``bench_other`` (the same table, unmapped), as single-row events and as
+    multi-row events (one UPDATE of 100 rows per transaction); each range is then read
+    side by side, in alternating order, by the C decoder (``mariadb-binlog -v
+    --read-from-remote-server``), the bare python-mysql-replication loop, our decode path
+    (no Redis) in delete and refresh mode, and the real worker with Redis.  Rows/s, and
+    ratios against the C decoder and the bare loop.  --profile prints cProfile of ours.
+(c) catch-up: --catchup-rows single-row changes of ``users`` written while the worker is
+    stopped, then the worker started from its saved position: the time until it caught
+    up, beside the wall-clock time the writes themselves took.
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
-import io
-import json
 import os
-import pstats
-import subprocess
 import sys
 import tempfile
-import threading
 import time
-import urllib.request
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import redis  # noqa: E402
-from pymysqlreplication import BinLogStreamReader  # noqa: E402
-from pymysqlreplication.event import XidEvent  # noqa: E402
-from pymysqlreplication.row_event import (  # noqa: E402
-    DeleteRowsEvent, RowsEvent, UpdateRowsEvent, WriteRowsEvent,
+from bench.binlog_readers import (  # noqa: E402
+    c_decoder, ours, profile_text, read_bare, read_c, run_worker, timed,
 )
+from bench.binlog_workload import SHAPES, Range, Stack  # noqa: E402
+from bench.invalidator_latency import latency  # noqa: E402
 
-from cachetail.devstack import MariaDB, RedisServer, free_port, load_schema, terminate  # noqa: E402
-from cachetail.keyspace import Keyspace  # noqa: E402
-
-FAST_DB = ("--innodb-flush-log-at-trx-commit=2", "--sync-binlog=0", "--max-binlog-size=1G")
-INV_PW = "bench-inv-pw"
+READERS = ("c", "bare", "ours-delete", "ours-refresh", "worker-delete", "worker-refresh")
 
 
-def pct(values: list[float], p: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+def load_average() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} cpus"
 
 
-def fmt_ms(values: list[float]) -> str:
-    ms = [v * 1000 for v in values]
-    return (f"n={len(ms)} p50={pct(ms, 50):.2f} ms p90={pct(ms, 90):.2f} ms p99={pct(ms, 99):.2f} ms"
-            f" max={max(ms):.2f} ms")
+def read_once(stack: Stack, rng: Range, reader: str, profiles: dict[str, cProfile.Profile] | None,
+              run: int) -> float:
+    profile = None
+    if profiles is not None and reader.startswith("ours") and run == 0:
+        profile = profiles.setdefault(f"{reader} {rng.label}", cProfile.Profile())
+    if reader == "c":
+        return timed(lambda: read_c(stack, rng))[1]
+    if reader == "bare":
+        rows, took = timed(lambda: read_bare(stack, rng))
+        if rows != rng.rows:
+            print(f"    ! bare loop read {rows} rows of {rng.rows}")
+        return took
+    kind, mode = reader.split("-")
+    if kind == "ours":
+        return timed(ours(stack, rng, mode), profile)[1]
+    return run_worker(stack, rng, mode, prefix=f"w{mode[0]}{run}{rng.table[0]}{rng.shape[0]}")
 
 
-def master(conn: Any) -> tuple[str, int]:
-    with conn.cursor() as cur:
-        cur.execute("SHOW MASTER STATUS")
-        row = cur.fetchone()
-    return str(row[0]), int(row[1])
+def throughput(stack: Stack, rows: int, runs: int, profile: bool) -> None:
+    print(f"\n(b) throughput: {rows:,} changed rows per case, transactions of 100 rows; C decoder {c_decoder()}")
+    ranges = []
+    for table in ("users", "bench_other"):
+        for shape in SHAPES:
+            rng = stack.write(table, shape, rows)
+            ranges.append(rng)
+            print(f"    wrote {rng.label:<18} {rng.rows:,} rows in {rng.write_s:.1f} s"
+                  f" ({rng.rows / rng.write_s:,.0f} rows/s), {rng.end[1] - rng.begin[1]:,} binlog bytes")
+    profiles: dict[str, cProfile.Profile] | None = {} if profile else None
+    print(f"    {load_average()} before reading")
+    results: dict[tuple[str, str], list[float]] = {}
+    for rng in ranges:
+        readers = [r for r in READERS if rng.table == "users" or not r.endswith("refresh")]
+        for run in range(runs):
+            order = readers if run % 2 == 0 else readers[::-1]
+            for reader in order:
+                results.setdefault((rng.label, reader), []).append(read_once(stack, rng, reader, profiles, run))
+    print(f"    {load_average()} after reading")
+    print(f"\n    rows/s (best of {runs}; readers in alternating order)   ratio to the C decoder | to the bare loop")
+    for rng in ranges:
+        best = {reader: rng.rows / min(times) for (label, reader), times in results.items() if label == rng.label}
+        print(f"    {rng.label}:")
+        for reader, rate in best.items():
+            print(f"      {reader:<15} {rate:>11,.0f}   {rate / best['c']:6.2f}x | {rate / best['bare']:6.2f}x")
+    if profiles:
+        for label, prof in profiles.items():
+            print(f"\n    --- profile: {label} (tottime) ---\n{profile_text(prof)}")
 
 
-class Stack:
-    def __init__(self, base: Path) -> None:
-        self.db = MariaDB(base / "mariadb", server_id=1, extra_args=FAST_DB)
-        self.redis = RedisServer(base / "redis")
-        self.base = base
-
-    def __enter__(self) -> Stack:
-        self.db.start()
-        load_schema(self.db, "bench-api-pw", INV_PW)
-        self.redis.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.redis.stop()
-        self.db.stop()
-
-    def env(self, prefix: str, **extra: str) -> dict[str, str]:
-        return {"PATH": os.environ.get("PATH", ""), "DB_HOST": "127.0.0.1", "DB_PORT": str(self.db.port),
-                "DB_USER": "cachetail_invalidator", "DB_PASSWORD": INV_PW, "DB_NAME": "cachelab",
-                "REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(self.redis.port), "CACHE_KEY_PREFIX": prefix,
-                "INVALIDATOR_SERVER_ID": str(5000 + len(prefix) + int(time.time()) % 1000),
-                "INVALIDATOR_STATE_DIR": str(self.base / "state"), "INVALIDATOR_HEARTBEAT_S": "1",
-                "PYTHONUNBUFFERED": "1", **extra}
-
-    def worker(self, env: dict[str, str], log_name: str) -> subprocess.Popen[bytes]:
-        log = open(self.base / log_name, "wb")
-        return subprocess.Popen([sys.executable, "-m", "invalidator", "--env-file", "/nonexistent"],
-                                env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-
-
-def metrics_text(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
-        return r.read().decode()
-
-
-def wait_metric(port: int, line: str, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if line in metrics_text(port):
-                return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"worker: no {line!r} within {timeout_s} s")
-
-
-def histogram_quantiles(text: str, name: str) -> str:
-    buckets: list[tuple[float, float]] = []
-    for line in text.splitlines():
-        if line.startswith(f"{name}_bucket{{"):
-            le = line.split('le="')[1].split('"')[0]
-            buckets.append((float("inf") if le == "+Inf" else float(le), float(line.rsplit(" ", 1)[1])))
-    total = buckets[-1][1] if buckets else 0
-    out = []
-    for q in (0.5, 0.9, 0.99):
-        bound = next((le for le, c in buckets if c >= q * total), float("inf"))
-        out.append(f"p{int(q * 100)}<={bound * 1000:g} ms")
-    return f"n={int(total)} " + " ".join(out)
-
-
-# ------------------------------------------------------------------ (a) latency
-
-def latency(stack: Stack, rate: float, seconds: float, mode: str) -> None:
-    prefix = f"lat{mode[0]}"
-    ks = Keyspace(prefix=prefix)
-    port = free_port()
-    r = redis.Redis(host="127.0.0.1", port=stack.redis.port)
-    r.config_set("notify-keyspace-events", "Eg$")  # keyevent notifications: del (generic), set (string)
-    proc = stack.worker(stack.env(prefix, INVALIDATOR_MODE=mode, INVALIDATOR_METRICS_PORT=str(port)),
-                        f"worker-latency-{mode}.log")
-    try:
-        wait_metric(port, "cachetail_invalidator_streaming 1.0")
-        n = int(rate * seconds)
-        ids = list(range(1, n + 1)) if n <= 10000 else [1 + i % 10000 for i in range(n)]
-        r.mset({ks.user(i): b'{"stale":1}' for i in set(ids)})
-        seen: dict[bytes, float] = {}
-        pubsub = r.pubsub()
-        pubsub.psubscribe("__keyevent@0__:del", "__keyevent@0__:set")
-        pubsub.get_message(timeout=1)
-        pubsub.get_message(timeout=1)
-        done = threading.Event()
-
-        def listen() -> None:
-            while not done.is_set():
-                msg = pubsub.get_message(timeout=0.2)
-                if msg and msg["type"] == "pmessage":
-                    seen.setdefault(msg["data"], time.perf_counter())
-
-        listener = threading.Thread(target=listen)
-        listener.start()
-        conn = stack.db.connect(database="cachelab")
-        sent: dict[bytes, float] = {}
-        returned: dict[bytes, float] = {}
-        start = time.perf_counter()
-        with conn.cursor() as cur:
-            for k, i in enumerate(ids[:n]):
-                target = start + k / rate
-                while (now := time.perf_counter()) < target:
-                    time.sleep(min(0.0005, target - now))
-                key = ks.user(i).encode()
-                seen.pop(key, None)
-                sent[key] = time.perf_counter()
-                cur.execute("UPDATE users SET full_name = CONCAT(LEFT(full_name, 60), '.') WHERE id = %s", (i,))
-                returned[key] = time.perf_counter()
-        elapsed = time.perf_counter() - start
-        time.sleep(1.0)
-        done.set()
-        listener.join()
-        conn.close()
-        lat_sent = [seen[k] - t for k, t in sent.items() if k in seen]
-        lat_ret = [max(0.0, seen[k] - t) for k, t in returned.items() if k in seen]
-        missing = len(sent) - len(lat_sent)
-        print(f"\n(a) latency, mode={mode}: {n} single-row commits at {n / elapsed:.0f}/s (target {rate:.0f}/s)")
-        print(f"    commit sent     -> key {'gone' if mode == 'delete' else 'refreshed'}: {fmt_ms(lat_sent)}"
-              f"  missing={missing}")
-        print(f"    commit returned -> key {'gone' if mode == 'delete' else 'refreshed'}: {fmt_ms(lat_ret)}")
-        text = metrics_text(port)
-        print("    worker received_to_applied (histogram buckets):",
-              histogram_quantiles(text, "cachetail_invalidator_received_to_applied_seconds"))
-        print("    worker commit_to_applied (1 s binlog timestamps):",
-              histogram_quantiles(text, "cachetail_invalidator_commit_to_applied_seconds"))
-    finally:
-        terminate(proc)
-
-
-# --------------------------------------------------------------- (b) throughput
-
-PROC = """
-CREATE PROCEDURE bench_writes(IN n INT, IN tbl VARCHAR(10))
-BEGIN
-  DECLARE i INT DEFAULT 0;
-  WHILE i < n DO
-    IF tbl = 'users' THEN
-      UPDATE users SET full_name = CONCAT('Bench ', i) WHERE id = 1 + (i MOD 10000);
-    ELSE
-      UPDATE bench_other SET v = i, note = CONCAT('note ', i) WHERE id = 1 + (i MOD 1000);
-    END IF;
-    SET i = i + 1;
-  END WHILE;
-END
-"""
-
-
-def generate(stack: Stack, commits: int, table: str) -> tuple[tuple[str, int], tuple[str, int], float]:
-    conn = stack.db.connect(database="cachelab")
-    with conn.cursor() as cur:
-        cur.execute("CREATE TABLE IF NOT EXISTS bench_other (id INT PRIMARY KEY, v INT, note VARCHAR(100),"
-                    " created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP) ENGINE=InnoDB")
-        cur.execute("INSERT IGNORE INTO bench_other (id, v, note) SELECT id, 0, 'x' FROM users WHERE id <= 1000")
-        cur.execute("DROP PROCEDURE IF EXISTS bench_writes")
-        cur.execute(PROC)
-        begin = master(conn)
-        t = time.perf_counter()
-        cur.execute("CALL bench_writes(%s, %s)", (commits, table))
-        took = time.perf_counter() - t
-        end = master(conn)
-    conn.close()
-    return begin, end, took
-
-
-def conn_settings(stack: Stack) -> dict[str, Any]:
-    return {"host": "127.0.0.1", "port": stack.db.port, "user": "cachetail_invalidator", "password": INV_PW}
-
-
-def read_bare(stack: Stack, begin: tuple[str, int], end: tuple[str, int]) -> tuple[int, int]:
-    stream = BinLogStreamReader(conn_settings(stack), server_id=901, blocking=False, resume_stream=True,
-                                log_file=begin[0], log_pos=begin[1],
-                                only_events=[WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent],
-                                enable_logging=False)
-    events = rows = 0
-    for ev in stream:
-        rows += len(ev.rows)
-        events += 1
-        if (stream.log_file, stream.log_pos) >= end:
-            break
-    stream.close()
-    return events, rows
-
-
-def read_ours(stack: Stack, begin: tuple[str, int], end: tuple[str, int], mode: str) -> tuple[int, int]:
-    from invalidator import decode
-    from invalidator.apply import Batch
-    from invalidator.position import Position
-    from invalidator.settings import InvalidatorSettings
-    from invalidator.stream import open_stream
-
-    settings = InvalidatorSettings.from_env(stack.env("thr", INVALIDATOR_SERVER_ID="902", INVALIDATOR_MODE=mode))
-    stream = open_stream(settings, Position(*begin))
-    ks = settings.keyspace
-    batch = Batch(ks, mode == "refresh")
-    events = keys = 0
-    try:
-        for ev in stream:
-            if isinstance(ev, RowsEvent):
-                decode.add_rows(batch, ev)
-                events += 1
-            elif isinstance(ev, XidEvent):
-                keys += len(batch.users) + batch.products
-                batch = Batch(ks, mode == "refresh")
-            if (stream.log_file, stream.log_pos) >= end:
-                break
-    finally:
-        stream.close()
-    return events, keys
-
-
-def timed(label: str, fn: Any, profile: bool) -> tuple[Any, float]:
-    prof = cProfile.Profile() if profile else None
-    t = time.perf_counter()
-    if prof:
-        prof.enable()
-    result = fn()
-    if prof:
-        prof.disable()
-    took = time.perf_counter() - t
-    if prof:
-        out = io.StringIO()
-        pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(10)
-        body = "\n".join(line for line in out.getvalue().splitlines() if line.strip())
-        print(f"\n    --- profile: {label} (tottime, top 10) ---\n" + "\n".join(body.splitlines()[3:16]))
-    return result, took
-
-
-def worker_catch_up(stack: Stack, begin: tuple[str, int], end: tuple[str, int], mode: str) -> float:
-    prefix = f"thw{mode[0]}"
-    ks = Keyspace(prefix=prefix)
-    r = redis.Redis(host="127.0.0.1", port=stack.redis.port)
-    conn = stack.db.connect()
-    with conn.cursor() as cur:
-        cur.execute("SELECT @@server_id")
-        sid = cur.fetchone()[0]
-    conn.close()
-    r.set(ks.invalidator_position(), json.dumps({"log_file": begin[0], "log_pos": begin[1], "source_id": sid}))
-    port = free_port()
-    t = time.perf_counter()
-    proc = stack.worker(stack.env(prefix, INVALIDATOR_MODE=mode, INVALIDATOR_METRICS_PORT=str(port)),
-                        f"worker-catchup-{mode}.log")
-    try:
-        while True:
-            raw = r.get(ks.invalidator_position())
-            pos = json.loads(raw) if raw else {"log_file": "", "log_pos": 0}
-            if (pos["log_file"], pos["log_pos"]) >= end:
-                return time.perf_counter() - t
-            if proc.poll() is not None:
-                raise RuntimeError("worker exited; see its log")
-            time.sleep(0.05)
-    finally:
-        terminate(proc)
-
-
-def throughput(stack: Stack, commits: int, profile: bool, mode: str) -> None:
-    print(f"\n(b) throughput: generating {commits} single-row commits on users and {commits} on bench_other ...")
-    users_begin, users_end, took_u = generate(stack, commits, "users")
-    other_begin, other_end, took_o = generate(stack, commits, "other")
-    print(f"    written at {commits / took_u:.0f}/s (users) and {commits / took_o:.0f}/s (bench_other)")
-    (ev_b, rows_b), t_bare = timed("bare", lambda: read_bare(stack, users_begin, users_end), profile)
-    (ev_o, keys_o), t_ours = timed("ours", lambda: read_ours(stack, users_begin, users_end, mode), profile)
-    (ev_x, _), t_other = timed("ours/other", lambda: read_ours(stack, other_begin, other_end, mode), False)
-    (ev_xb, _), t_other_bare = timed("bare/other", lambda: read_bare(stack, other_begin, other_end), False)
-    print(f"\n    users, mode={mode}")
-    print(f"    bare python-mysql-replication loop: {ev_b} row events in {t_bare:.1f} s = {ev_b / t_bare:,.0f}/s")
-    print(f"    ours (worker decode path, no Redis): {ev_o} row events in {t_ours:.1f} s = {ev_o / t_ours:,.0f}/s"
-          f"  -> {t_bare / t_ours:.2f}x the bare loop")
-    print(f"    unmapped table (bench_other): ours {commits / t_other:,.0f} commits/s"
-          f" ({t_other / commits * 1e6:.1f} us each) vs mapped users {ev_o / t_ours:,.0f}/s"
-          f" ({t_ours / max(ev_o, 1) * 1e6:.1f} us each); bare loop on it {ev_xb / t_other_bare:,.0f}/s")
-    t_worker = worker_catch_up(stack, users_begin, users_end, mode)
-    print(f"    worker end to end (Redis MULTI/EXEC per transaction, position saved): {commits} commits"
-          f" caught up in {t_worker:.1f} s = {commits / t_worker:,.0f}/s")
+def catch_up(stack: Stack, rows: int, mode: str) -> None:
+    print(f"\n(c) catch-up: {rows:,} single-row changes of users (transactions of 100) written while the"
+          f" worker is stopped, mode={mode}")
+    rng = stack.write("users", "single", rows)
+    print(f"    the writes took {rng.write_s:.1f} s ({rng.rows / rng.write_s:,.0f} rows/s)")
+    t_c = timed(lambda: read_c(stack, rng))[1]
+    took = run_worker(stack, rng, mode, prefix="catchup")
+    print(f"    the worker caught up in {took:.1f} s ({rng.rows / took:,.0f} rows/s):"
+          f" {took / rng.write_s:.2f}x the time of the writes; the C decoder read the range in {t_c:.1f} s")
+    print(f"    {load_average()}")
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("latency", "throughput", "all"), default="all")
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--part", choices=("latency", "throughput", "catchup", "all"), default="all")
     parser.add_argument("--rate", type=float, default=500)
     parser.add_argument("--seconds", type=float, default=10)
-    parser.add_argument("--commits", type=int, default=200_000)
-    parser.add_argument("--mode", choices=("delete", "refresh"), default="delete")
+    parser.add_argument("--rows", type=int, default=100_000, help="rows per throughput case")
+    parser.add_argument("--runs", type=int, default=3, help="reads of each range by each reader")
+    parser.add_argument("--catchup-rows", type=int, default=1_000_000)
+    parser.add_argument("--mode", choices=("delete", "refresh"), default="delete", help="catch-up mode")
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="inv-bench-") as tmp, Stack(Path(tmp)) as stack:
-        print(f"MariaDB on 127.0.0.1:{stack.db.port}, Redis on 127.0.0.1:{stack.redis.port}; cpus={os.cpu_count()}")
+        print(f"MariaDB on 127.0.0.1:{stack.db.port}, Redis on 127.0.0.1:{stack.redis.port};"
+              f" {load_average()}; {time.strftime('%Y-%m-%d %H:%M:%S')}")
         if args.part in ("latency", "all"):
             latency(stack, args.rate, args.seconds, "delete")
             latency(stack, args.rate, args.seconds, "refresh")
         if args.part in ("throughput", "all"):
-            throughput(stack, args.commits, args.profile, args.mode)
+            throughput(stack, args.rows, args.runs, args.profile)
+        if args.part in ("catchup", "all"):
+            catch_up(stack, args.catchup_rows, args.mode)
     return 0
 
 

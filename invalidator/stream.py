@@ -20,9 +20,11 @@
 - ``blocking=True`` with ``slave_heartbeat``: on a quiet server a heartbeat
   arrives every few seconds, so the loop sees stop requests and pings the
   watchdog; ``read_timeout`` above the heartbeat notices a silent peer.
-- Only the events and tables cachetail needs are decoded: ``only_tables`` and
-  ``only_schemas`` drop other tables' table maps after reading their names and
-  their rows events after reading the table id; ``freeze_schema`` parses each
+- Only the events and tables cachetail needs are decoded: the stream connection
+  (:class:`~invalidator.packets.BinlogConnection`) reads the binlog in large chunks and
+  drops other events, other tables' table maps and their rows events by peeking at the
+  raw bytes, before the library builds anything; ``only_tables`` and ``only_schemas``
+  stay as the library's own filter behind it; ``freeze_schema`` parses each
   table id's map once (a DDL gives the table a new id); rows are decoded lazily,
   only where the mode needs them (see :mod:`invalidator.decode`).
 """
@@ -42,6 +44,7 @@ from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, Write
 
 from invalidator.errors import ServerChanged, StreamLost
 from invalidator.gtid import MARIADB, MYSQL
+from invalidator.packets import BinlogConnection, Filter
 from invalidator.position import Position
 from invalidator.settings import InvalidatorSettings
 from invalidator.source import Source, identity
@@ -50,8 +53,9 @@ ONLY_EVENTS = [WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent, XidEvent, Query
                RotateEvent, HeartbeatLogEvent, MariadbGtidEvent, GtidEvent]
 
 
-def _guarded_connect(expect: Source | None, gtid_state: str | None) -> Any:
-    """The library's connect: the stream connection once, checked, set up for a GTID resume."""
+def _guarded_connect(expect: Source | None, gtid_state: str | None, binlog_filter: Filter) -> Any:
+    """The library's connect: the stream connection once, checked, set up for a GTID resume,
+    reading the binlog in chunks and dropping other tables' events (:mod:`invalidator.packets`)."""
     opened = {"stream": False}
 
     def connect(**kwargs: Any) -> pymysql.connections.Connection:
@@ -60,7 +64,7 @@ def _guarded_connect(expect: Source | None, gtid_state: str | None) -> Any:
         if opened["stream"]:
             raise StreamLost("binlog connection lost")
         opened["stream"] = True
-        conn = pymysql.connect(**kwargs)
+        conn = BinlogConnection(**kwargs, binlog_filter=binlog_filter)
         try:
             if expect is not None:
                 server_id, uuid, _ = identity(conn)
@@ -121,7 +125,7 @@ def open_stream(settings: InvalidatorSettings, position: Position, source: Sourc
         freeze_schema=True,
         slave_heartbeat=settings.heartbeat_s,
         report_slave=(f"cachetail-invalidator@{socket.gethostname()}", "", "", 0),
-        pymysql_wrapper=_guarded_connect(source, gtid),
+        pymysql_wrapper=_guarded_connect(source, gtid, Filter([settings.mysql.database], tables)),
         enable_logging=False,
     )
 
