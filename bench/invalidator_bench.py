@@ -46,11 +46,7 @@ def load_average() -> str:
     return f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} cpus"
 
 
-def read_once(stack: Stack, rng: Range, reader: str, profiles: dict[str, cProfile.Profile] | None,
-              run: int) -> float:
-    profile = None
-    if profiles is not None and reader.startswith("ours") and run == 0:
-        profile = profiles.setdefault(f"{reader} {rng.label}", cProfile.Profile())
+def read_once(stack: Stack, rng: Range, reader: str, run: int) -> float:
     if reader == "c":
         return timed(lambda: read_c(stack, rng))[1]
     if reader == "bare":
@@ -60,7 +56,7 @@ def read_once(stack: Stack, rng: Range, reader: str, profiles: dict[str, cProfil
         return took
     kind, mode = reader.split("-")
     if kind == "ours":
-        return timed(ours(stack, rng, mode), profile)[1]
+        return timed(ours(stack, rng, mode))[1]
     return run_worker(stack, rng, mode, prefix=f"w{mode[0]}{run}{rng.table[0]}{rng.shape[0]}")
 
 
@@ -73,7 +69,6 @@ def throughput(stack: Stack, rows: int, runs: int, profile: bool) -> None:
             ranges.append(rng)
             print(f"    wrote {rng.label:<18} {rng.rows:,} rows in {rng.write_s:.1f} s"
                   f" ({rng.rows / rng.write_s:,.0f} rows/s), {rng.end[1] - rng.begin[1]:,} binlog bytes")
-    profiles: dict[str, cProfile.Profile] | None = {} if profile else None
     print(f"    {load_average()} before reading")
     results: dict[tuple[str, str], list[float]] = {}
     for rng in ranges:
@@ -81,7 +76,7 @@ def throughput(stack: Stack, rows: int, runs: int, profile: bool) -> None:
         for run in range(runs):
             order = readers if run % 2 == 0 else readers[::-1]
             for reader in order:
-                results.setdefault((rng.label, reader), []).append(read_once(stack, rng, reader, profiles, run))
+                results.setdefault((rng.label, reader), []).append(read_once(stack, rng, reader, run))
     print(f"    {load_average()} after reading")
     print(f"\n    rows/s (best of {runs}; readers in alternating order)   ratio to the C decoder | to the bare loop")
     for rng in ranges:
@@ -89,9 +84,12 @@ def throughput(stack: Stack, rows: int, runs: int, profile: bool) -> None:
         print(f"    {rng.label}:")
         for reader, rate in best.items():
             print(f"      {reader:<15} {rate:>11,.0f}   {rate / best['c']:6.2f}x | {rate / best['bare']:6.2f}x")
-    if profiles:
-        for label, prof in profiles.items():
-            print(f"\n    --- profile: {label} (tottime) ---\n{profile_text(prof)}")
+    if profile:  # runs of their own: the profiler's overhead is in no figure above
+        for rng in ranges:
+            for mode in ("delete", "refresh") if rng.table == "users" else ("delete",):
+                prof = cProfile.Profile()
+                timed(ours(stack, rng, mode), prof)
+                print(f"\n    --- profile: ours-{mode} {rng.label} (tottime) ---\n{profile_text(prof)}")
 
 
 def catch_up(stack: Stack, rows: int, mode: str) -> None:

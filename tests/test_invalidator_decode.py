@@ -1,4 +1,6 @@
-"""The needed-columns fast path reads exactly what the library's full decode reads."""
+"""The images read from the raw bytes (invalidator/rowparse.py) are exactly what the
+library's full decode reads: the needed columns (delete mode), the whole after image
+(refresh mode), and the none_sources of its None values."""
 
 from __future__ import annotations
 
@@ -16,32 +18,39 @@ from pymysqlreplication.row_event import RowsEvent, UpdateRowsEvent, WriteRowsEv
 from cachetail.codec import prepare_binlog_event
 
 NEEDED = frozenset({"id", "username", "full_name", "code", "tiny", "big", "lat", "uid"})
-Pairs = list[tuple[dict[str, Any] | None, dict[str, Any] | None]]
+Image = dict[str, Any] | None
+Triples = list[tuple[Image, Image, dict[str, str] | None]]
 
 
-def project(image: dict[str, Any] | None) -> dict[str, Any] | None:
-    return None if image is None else {k: v for k, v in image.items() if k in NEEDED}
+def project(image: Image, names: frozenset[str] | None) -> Image:
+    return None if image is None or names is None else {k: v for k, v in image.items() if k in names}
 
 
-def library_images(event: RowsEvent) -> Pairs:
+def library_images(event: RowsEvent, after_names: frozenset[str] | None = None) -> Triples:
+    """What the library decodes: before projected on NEEDED, after on ``after_names`` (all: None)."""
     prepare_binlog_event(event)
+    keep = after_names or frozenset(c.name for c in event.columns)
     if isinstance(event, UpdateRowsEvent):
-        return [(project(r["before_values"]), project(r["after_values"])) for r in event.rows]
+        return [(project(r["before_values"], NEEDED), project(r["after_values"], keep),
+                 project(r["after_none_sources"], keep)) for r in event.rows]
     if isinstance(event, WriteRowsEvent):
-        return [(None, project(r["values"])) for r in event.rows]
-    return [(project(r["values"]), None) for r in event.rows]
+        return [(None, project(r["values"], keep), project(r["none_sources"], keep)) for r in event.rows]
+    return [(project(r["values"], NEEDED), None, None) for r in event.rows]
 
 
-def read_events(settings: InvalidatorSettings, begin: tuple[str, int], end: tuple[str, int], fast: bool
-                ) -> list[Pairs]:
-    stream = open_stream(settings, Position(*begin))
+def read_events(settings: InvalidatorSettings, begin: tuple[str, int], end: tuple[str, int], fast: bool,
+                full: bool = False, table: str = "users") -> list[Triples]:
+    stream = open_stream(settings, Position(*begin), tables=(table,))
     out = []
     try:
         for event in stream:
-            if isinstance(event, RowsEvent) and event.table == "users":
-                pairs = decode.images(event, NEEDED) if fast else library_images(event)
-                assert pairs is not None, "the fast path must apply to users"
-                out.append(list(pairs))
+            if isinstance(event, RowsEvent) and event.table == table:
+                if fast:
+                    triples = decode.images(event, NEEDED & {c.name for c in event.columns}, full_after=full)
+                else:
+                    triples = library_images(event, None if full else NEEDED)
+                assert triples is not None, "the fast path must apply"
+                out.append(list(triples))
             if isinstance(event, HeartbeatLogEvent) or (stream.log_file, stream.log_pos) >= end:
                 break
     finally:

@@ -1,0 +1,287 @@
+"""Row images read straight from a rows event's bytes, with code generated per table map.
+
+python-mysql-replication decodes every column of every image through several calls per
+column.  Delete mode needs only the key and filter columns; refresh mode needs the after
+image whole and the before image's key.  :func:`parser` builds, once per table map, a
+function per need that walks an image in straight-line code: fixed-size columns skipped
+by their size, length-prefixed ones by their prefix, the needed ones read.  An image
+with a NULL takes the generic walk (:func:`_walk`), which shares the column readers.
+
+Values are what the library returns for the same bytes (1.0.17, ``binlog_row_image=FULL``,
+strict decoding), and ``none_sources`` what it reports for the None values:
+``tests/test_invalidator_rowparse.py`` compares both over every supported type.  A table
+map with a column this module cannot size, or a full image with a column type it does
+not read (TIME2, NEWDECIMAL, ENUM, SET, BIT, JSON, GEOMETRY, the old DATETIME/TIME
+types), gets no parser for that need: the caller uses the library.
+"""
+
+from __future__ import annotations
+
+import codecs
+import datetime
+import struct
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pymysqlreplication.constants import FIELD_TYPE
+from pymysqlreplication.constants import NONE_SOURCE
+from pymysqlreplication.row_event import RowsEvent
+
+Image = dict[str, Any]
+Reader = Callable[[bytes, int, int], Any]  # (data, offset, size) -> value
+ImageParser = Callable[[bytes, int], tuple[Image, dict[str, str], int]]  # -> image, none_sources, offset
+
+FIXED = {FIELD_TYPE.TINY: 1, FIELD_TYPE.SHORT: 2, FIELD_TYPE.INT24: 3, FIELD_TYPE.LONG: 4,
+         FIELD_TYPE.LONGLONG: 8, FIELD_TYPE.FLOAT: 4, FIELD_TYPE.DOUBLE: 8, FIELD_TYPE.YEAR: 1,
+         FIELD_TYPE.DATE: 3, FIELD_TYPE.TIME: 3, FIELD_TYPE.TIMESTAMP: 4, FIELD_TYPE.DATETIME: 8}
+WITH_FSP = {FIELD_TYPE.TIME2: 3, FIELD_TYPE.DATETIME2: 5, FIELD_TYPE.TIMESTAMP2: 4}
+INT_FORMATS = {(FIELD_TYPE.TINY, False): "<b", (FIELD_TYPE.TINY, True): "<B",
+               (FIELD_TYPE.SHORT, False): "<h", (FIELD_TYPE.SHORT, True): "<H",
+               (FIELD_TYPE.LONG, False): "<i", (FIELD_TYPE.LONG, True): "<I",
+               (FIELD_TYPE.LONGLONG, False): "<q", (FIELD_TYPE.LONGLONG, True): "<Q",
+               (FIELD_TYPE.FLOAT, False): "<f", (FIELD_TYPE.FLOAT, True): "<f",
+               (FIELD_TYPE.DOUBLE, False): "<d", (FIELD_TYPE.DOUBLE, True): "<d"}
+DIG2BYTES = (0, 1, 1, 2, 2, 3, 3, 4, 4, 4)
+FSP_BYTES = (0, 1, 1, 2, 2, 3, 3)
+
+
+def _decimal_size(precision: int, scale: int) -> int:
+    intg = precision - scale
+    return (intg // 9) * 4 + DIG2BYTES[intg % 9] + (scale // 9) * 4 + DIG2BYTES[scale % 9]
+
+
+def column_size(column: Any) -> tuple[int, int] | None:
+    """(fixed size, 0) or (0, length-prefix bytes) of one column's value; None if unknown."""
+    t = column.type
+    if t in FIXED:
+        return FIXED[t], 0
+    if t in WITH_FSP:
+        return WITH_FSP[t] + (column.fsp + 1) // 2, 0
+    if t == FIELD_TYPE.NEWDECIMAL:
+        return _decimal_size(column.precision, column.decimals), 0
+    if t in (FIELD_TYPE.VARCHAR, FIELD_TYPE.STRING) and hasattr(column, "max_length"):
+        return 0, 2 if column.max_length > 255 else 1
+    if t in (FIELD_TYPE.BLOB, FIELD_TYPE.JSON, FIELD_TYPE.GEOMETRY):
+        return 0, column.length_size
+    if t in (FIELD_TYPE.ENUM, FIELD_TYPE.SET):
+        return column.size, 0
+    if t == FIELD_TYPE.BIT:
+        return column.bytes, 0
+    return None
+
+
+# ------------------------------------------------------------------- readers
+
+def _unpacker(fmt: str) -> Reader:
+    unpack = struct.Struct(fmt).unpack_from
+    return lambda data, offset, size: unpack(data, offset)[0]
+
+
+def _string(column: Any) -> Reader:
+    """As the library's ``__read_string``: the column's encoding (strict), or the bytes when
+    Python has no such codec (binary strings), except that an empty value is always ''
+    (Python decodes b'' without looking the codec up); UTF-8 when no character set is named."""
+    name = column.character_set_name
+    encoding = RowsEvent.charset_to_encoding(name) if name is not None else "utf-8"
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        return lambda data, offset, size: bytes(data[offset:offset + size]) if size else ""
+    return lambda data, offset, size: data[offset:offset + size].decode(encoding)
+
+
+def _int24(unsigned: bool) -> Reader:
+    def read(data: bytes, offset: int, size: int) -> int:
+        value = data[offset] | data[offset + 1] << 8 | data[offset + 2] << 16
+        return value - 0x1000000 if not unsigned and value >= 0x800000 else value
+    return read
+
+
+def _fraction(column: Any) -> Callable[[bytes, int], int]:
+    """The microseconds of a TIME2/DATETIME2/TIMESTAMP2 as the library's ``__read_fsp``."""
+    fsp = column.fsp
+    n = FSP_BYTES[fsp] if 0 <= fsp < len(FSP_BYTES) else 0
+
+    def read(data: bytes, offset: int) -> int:
+        if n == 0:
+            return 0
+        micro = int.from_bytes(data[offset:offset + n], "big", signed=True)
+        if fsp % 2:
+            micro = int(micro / 10)
+        return micro * (10 ** (6 - fsp))
+    return read
+
+
+def _timestamp2(column: Any) -> Reader:
+    fraction = _fraction(column)
+    utc = datetime.datetime.utcfromtimestamp
+
+    def read(data: bytes, offset: int, size: int) -> datetime.datetime:
+        value = utc(int.from_bytes(data[offset:offset + 4], "big", signed=True))
+        micro = fraction(data, offset + 4)
+        return value.replace(microsecond=micro) if micro > 0 else value
+    return read
+
+
+class _OutOfRange(Exception):
+    """A value the library decodes to None, with its none source."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+
+def _datetime2(column: Any) -> Reader:
+    fraction = _fraction(column)
+
+    def read(data: bytes, offset: int, size: int) -> datetime.datetime:
+        b = int.from_bytes(data[offset:offset + 5], "big")
+        year_month = (b >> 22) & 0x1FFFF
+        try:
+            value = datetime.datetime(year=int(year_month / 13), month=year_month % 13,
+                                      day=(b >> 17) & 0x1F, hour=(b >> 12) & 0x1F,
+                                      minute=(b >> 6) & 0x3F, second=b & 0x3F)
+        except ValueError:
+            raise _OutOfRange(NONE_SOURCE.OUT_OF_DATETIME2_RANGE) from None
+        micro = fraction(data, offset + 5)
+        return value.replace(microsecond=micro) if micro > 0 else value
+    return read
+
+
+def _date(data: bytes, offset: int, size: int) -> datetime.date:
+    value = data[offset] | data[offset + 1] << 8 | data[offset + 2] << 16
+    year, month, day = (value >> 9) & 0x7FFF, (value >> 5) & 0xF, value & 0x1F
+    if value == 0 or year == 0 or month == 0 or day == 0:
+        raise _OutOfRange(NONE_SOURCE.OUT_OF_DATE_RANGE)
+    return datetime.date(year=year, month=month, day=day)
+
+
+def _year(data: bytes, offset: int, size: int) -> int:
+    return data[offset] + 1900
+
+
+def reader(column: Any) -> Reader | None:
+    """The library's value of one column from its bytes; None for a type not read here."""
+    t = column.type
+    if t == FIELD_TYPE.INT24:
+        return _int24(bool(column.unsigned))
+    fmt = INT_FORMATS.get((t, bool(column.unsigned)))
+    if fmt is not None:
+        return _unpacker(fmt)
+    if t in (FIELD_TYPE.VARCHAR, FIELD_TYPE.STRING) and hasattr(column, "max_length"):
+        return _string(column)
+    if t == FIELD_TYPE.BLOB:
+        return _string(column)
+    if t == FIELD_TYPE.TIMESTAMP2:
+        return _timestamp2(column)
+    if t == FIELD_TYPE.DATETIME2:
+        return _datetime2(column)
+    if t == FIELD_TYPE.DATE:
+        return _date
+    if t == FIELD_TYPE.YEAR:
+        return _year
+    return None
+
+
+# ----------------------------------------------------------------- walking
+
+@dataclass(frozen=True)
+class _Column:
+    name: str
+    size: int  # fixed size, 0 when length-prefixed
+    prefix: int  # length-prefix bytes
+    read: Reader | None  # None: skipped
+
+
+def _walk(columns: Sequence[_Column], data: bytes, offset: int) -> tuple[Image, dict[str, str], int]:
+    """Any image (NULLs too): every column present (FULL row image)."""
+    nbytes = (len(columns) + 7) // 8
+    nulls = int.from_bytes(data[offset:offset + nbytes], "little")
+    offset += nbytes
+    image: Image = {}
+    sources: dict[str, str] = {}
+    for i, c in enumerate(columns):
+        if nulls >> i & 1:
+            if c.read is not None:
+                image[c.name] = None
+                sources[c.name] = NONE_SOURCE.NULL
+            continue
+        if c.prefix:
+            size = int.from_bytes(data[offset:offset + c.prefix], "little")
+            start = offset + c.prefix
+        else:
+            size, start = c.size, offset
+        offset = start + size
+        if c.read is not None:
+            try:
+                image[c.name] = c.read(data, start, size)
+            except _OutOfRange as exc:
+                image[c.name] = None
+                sources[c.name] = exc.source
+    return image, sources, offset
+
+
+def _generate(columns: Sequence[_Column]) -> ImageParser:
+    """Straight-line code for an image without NULLs; the generic walk for one with them."""
+    nbytes = (len(columns) + 7) // 8
+    env: dict[str, Any] = {"walk": _walk, "columns": tuple(columns), "OutOfRange": _OutOfRange}
+    mask = (1 << len(columns)) - 1  # the bitmap's spare bits are not NULLs (they may be set)
+    test = f"data[o] & {mask}" if nbytes == 1 else f"int.from_bytes(data[o:o + {nbytes}], 'little') & {mask}"
+    lines = ["def parse(data, o):",
+             f"    if {test}:",
+             "        return walk(columns, data, o)",
+             f"    o += {nbytes}",
+             "    image = {}",
+             "    sources = {}"]
+    pending = 0  # fixed bytes to skip before the next column
+    for i, c in enumerate(columns):
+        if c.read is None and not c.prefix:
+            pending += c.size
+            continue
+        if pending:
+            lines.append(f"    o += {pending}")
+            pending = 0
+        if c.prefix == 1:
+            lines.append("    n = data[o]; o += 1")
+        elif c.prefix:
+            lines.append(f"    n = int.from_bytes(data[o:o + {c.prefix}], 'little'); o += {c.prefix}")
+        else:
+            lines.append(f"    n = {c.size}")
+        if c.read is not None:
+            env[f"r{i}"] = c.read
+            lines += ["    try:",
+                      f"        image[{c.name!r}] = r{i}(data, o, n)",
+                      "    except OutOfRange as exc:",
+                      f"        image[{c.name!r}] = None; sources[{c.name!r}] = exc.source"]
+        lines.append("    o += n")
+    if pending:
+        lines.append(f"    o += {pending}")
+    lines.append("    return image, sources, o")
+    exec(compile("\n".join(lines), f"<rowparse {len(columns)} columns>", "exec"), env)  # noqa: S102
+    parse: ImageParser = env["parse"]
+    return parse
+
+
+@dataclass(frozen=True)
+class Parsers:
+    """For one table map: the needed columns of an image, and (when readable) all of it."""
+
+    needed: ImageParser
+    full: ImageParser | None
+
+
+def parsers(table_columns: Sequence[Any], needed: frozenset[str]) -> Parsers | None:
+    """None when some column cannot be sized or a needed one cannot be read."""
+    sizes = [column_size(c) for c in table_columns]
+    if any(s is None for s in sizes) or not needed <= {c.name for c in table_columns}:
+        return None
+    readers = [reader(c) for c in table_columns]
+    if any(r is None for c, r in zip(table_columns, readers) if c.name in needed):
+        return None
+    part = [_Column(c.name, s[0], s[1], r if c.name in needed else None)  # type: ignore[index]
+            for c, s, r in zip(table_columns, sizes, readers)]
+    full = None
+    if all(r is not None for r in readers):
+        full = _generate([_Column(c.name, s[0], s[1], r)  # type: ignore[index]
+                          for c, s, r in zip(table_columns, sizes, readers)])
+    return Parsers(_generate(part), full)
