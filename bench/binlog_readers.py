@@ -73,6 +73,7 @@ def ours(stack: Stack, rng: Range, mode: str) -> Callable[[], int]:
     from invalidator import decode
     from invalidator.apply import Batch
     from invalidator.catalog import Followed, load_catalog
+    from invalidator.packets import RowsPacket
     from invalidator.position import Position
     from invalidator.settings import InvalidatorSettings
     from invalidator.stream import control_connection, open_stream
@@ -90,13 +91,19 @@ def ours(stack: Stack, rng: Range, mode: str) -> Callable[[], int]:
     def no_weights(sql: str, args: tuple[str, ...]) -> tuple[str, ...]:
         raise AssertionError("no collation weights in this workload")
 
+    def claim(table_map: Any) -> bool:
+        rules = followed.rules.get(table_map.table)
+        return rules is not None and decode.claims(table_map, rules.needed, refresh)
+
     def read() -> int:
-        stream = open_stream(settings, Position(*rng.begin), tables=followed.catalog.tables)
+        stream = open_stream(settings, Position(*rng.begin), tables=followed.catalog.tables, claim=claim)
         batch = Batch(refresh)
         keys = 0
         try:
             for ev in stream:
-                if isinstance(ev, RowsEvent):
+                if type(ev) is RowsPacket:
+                    decode.add_packet(batch, ev, followed.rules, no_weights)
+                elif isinstance(ev, RowsEvent):
                     decode.add_rows(batch, ev, followed.rules, no_weights)
                 elif isinstance(ev, XidEvent):
                     keys += len(batch.ops)
@@ -110,7 +117,8 @@ def ours(stack: Stack, rng: Range, mode: str) -> Callable[[], int]:
     return read
 
 
-def run_worker(stack: Stack, rng: Range, mode: str, prefix: str) -> float:
+def run_worker(stack: Stack, rng: Range, mode: str, prefix: str,
+               profile: cProfile.Profile | None = None) -> float:
     """The real worker from a saved position at the range's start; seconds from its first
     event until its position (acknowledged by Redis where there was work) reached the end."""
     from invalidator.settings import InvalidatorSettings
@@ -124,7 +132,17 @@ def run_worker(stack: Stack, rng: Range, mode: str, prefix: str) -> float:
                                                       INVALIDATOR_SERVER_ID="903"))
     stop = threading.Event()
     worker = Worker(settings, stop, serve_http=False)
-    thread = threading.Thread(target=worker.run, name="bench-worker")
+    def run() -> None:
+        if profile is None:
+            worker.run()
+            return
+        profile.enable()
+        try:
+            worker.run()
+        finally:
+            profile.disable()
+
+    thread = threading.Thread(target=run, name="bench-worker")
     thread.start()
     try:
         while not worker.streaming:

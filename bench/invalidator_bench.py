@@ -88,8 +88,8 @@ def throughput(stack: Stack, rows: int, runs: int, profile: bool) -> None:
         for rng in ranges:
             for mode in ("delete", "refresh") if rng.table == "users" else ("delete",):
                 prof = cProfile.Profile()
-                timed(ours(stack, rng, mode), prof)
-                print(f"\n    --- profile: ours-{mode} {rng.label} (tottime) ---\n{profile_text(prof)}")
+                run_worker(stack, rng, mode, prefix=f"p{mode[0]}{rng.table[0]}{rng.shape[0]}", profile=prof)
+                print(f"\n    --- profile: worker-{mode} {rng.label} (tottime) ---\n{profile_text(prof)}")
 
 
 def catch_up(stack: Stack, rows: int, mode: str) -> None:

@@ -41,8 +41,11 @@ _MICRO = dt.timedelta(microseconds=1)
 def json_str(text: str) -> str:
     """A JSON string as ``json.dumps(..., ensure_ascii=False)`` writes it, lone surrogates escaped."""
     out = json.dumps(text, ensure_ascii=False)
-    if any(0xD800 <= ord(ch) <= 0xDFFF for ch in out):
-        out = "".join(f"\\u{ord(ch):04x}" if 0xD800 <= ord(ch) <= 0xDFFF else ch for ch in out)
+    if not out.isascii():
+        try:
+            out.encode("utf-8")  # fails on a lone surrogate, and only then
+        except UnicodeEncodeError:
+            out = "".join(f"\\u{ord(ch):04x}" if 0xD800 <= ord(ch) <= 0xDFFF else ch for ch in out)
     return out
 
 

@@ -228,7 +228,7 @@ class Group:
     """Transactions applied together while the worker is behind (see Worker.commit).
 
     A finished transaction is held back only while more binlog data is already here
-    (:meth:`invalidator.packets.BinlogConnection.pending`: buffered, or on the socket)
+    (:meth:`invalidator.stream.Stream.pending`: buffered, or on the socket)
     and for at most MAX_AGE_S; caught up, each is applied at once.
     Catching up on 200,000 single-row commits this cut the Redis round trips ~100-fold.
     """
@@ -252,7 +252,7 @@ class Group:
         if (self.count >= self.MAX_TRANSACTIONS or len(batch.ops) >= self.MAX_KEYS
                 or time.monotonic() - self.first[2] >= self.MAX_AGE_S):
             return False
-        pending = getattr(getattr(self.stream, "_stream_connection", None), "pending", None)
+        pending = getattr(self.stream, "pending", None)
         return bool(pending()) if pending is not None else False  # more already arrived
 
     def take(self) -> tuple[Position, int, float, float]:

@@ -22,6 +22,7 @@ from pymysqlreplication.row_event import DeleteRowsEvent, RowsEvent, UpdateRowsE
 from cachetail.codec import prepare_binlog_event
 from cachetail.codec_columns import prepare_binlog_columns
 
+from invalidator.packets import BadRowsEvent, RowsPacket
 from invalidator.rowparse import Parsers, parsers
 from invalidator.rules import Effects, Query, TableRules
 
@@ -92,25 +93,57 @@ def images(event: RowsEvent, needed: frozenset[str], full_after: bool = False) -
     if event.event_type == BINLOG.PARTIAL_UPDATE_ROWS_EVENT or event.__dict__.get("_RowsEvent__rows") is not None:
         return None
     table_map = event.table_map[event.table_id]
+    found = _usable(table_map, needed, full_after, event.columns_present_bitmap,
+                    getattr(event, "columns_present_bitmap2", None))
+    if found is None:
+        return None
+    data = event.packet.read(event.event_size - event.packet.read_bytes)
+    return _rows(found, full_after, operation(event), data, 0, len(data))
+
+
+def claims(table_map: Any, needed: frozenset[str], full_after: bool) -> bool:
+    """Whether rows events of this table map can be read from their bytes (see packets.Filter)."""
+    return _usable(table_map, needed, full_after) is not None
+
+
+def add_packet(batch: Effects, rows: RowsPacket, rules: Mapping[str, TableRules], query: Query) -> str:
+    """:func:`add_rows` for a rows event read by the connection (claimed with :func:`claims`)."""
+    table = rules.get(rows.table)
+    if table is None:
+        return "other"
+    found = _usable(rows.table_map, table.needed, batch.refresh, rows.present, rows.present2)
+    if found is None:
+        raise BadRowsEvent(f"rows of {rows.table} were claimed but cannot be read from their bytes")
+    apply = table.apply
+    for before, after, sources in _rows(found, batch.refresh, rows.operation, rows.data, rows.start, rows.end):
+        apply(batch, before, after, query, sources)
+    return table.table
+
+
+def _usable(table_map: Any, needed: frozenset[str], full_after: bool, present: bytes | None = None,
+            present2: bytes | None = None) -> Parsers | None:
     found = _parsers_for(table_map, needed)
     if found is None or (full_after and found.full is None):
         return None
-    if not (_all_present(event.columns_present_bitmap, len(table_map.columns)) and (
-            not isinstance(event, UpdateRowsEvent)
-            or _all_present(event.columns_present_bitmap2, len(table_map.columns)))):
+    count = len(table_map.columns)
+    if present is not None and not _all_present(present, count):
         return None  # not a FULL row image
+    if present2 is not None and not _all_present(present2, count):
+        return None
+    return found
+
+
+def _rows(found: Parsers, full_after: bool, op: str, data: bytes, offset: int, end: int) -> list[Triple]:
     part = found.needed
     whole = found.full if full_after and found.full is not None else part
-    data = event.packet.read(event.event_size - event.packet.read_bytes)
     out: list[Triple] = []
     append = out.append
-    offset, end = 0, len(data)
-    if isinstance(event, UpdateRowsEvent):
+    if op == "update":
         while offset < end:
             before, _, offset = part(data, offset)
             after, sources, offset = whole(data, offset)
             append((before, after, sources))
-    elif isinstance(event, WriteRowsEvent):
+    elif op == "insert":
         while offset < end:
             after, sources, offset = whole(data, offset)
             append((None, after, sources))
@@ -118,4 +151,6 @@ def images(event: RowsEvent, needed: frozenset[str], full_after: bool = False) -
         while offset < end:
             before, _, offset = part(data, offset)
             append((before, None, None))
+    if offset != end:
+        raise BadRowsEvent(f"the row images end at {offset}, the event at {end}")
     return out

@@ -13,11 +13,21 @@ and drops before anything is built:
   classes in ``stream.ONLY_EVENTS``, and the table maps and format descriptions the
   library needs to decode them);
 - table maps of tables it does not follow (read from the event body: table id, schema,
-  table) and the rows events of their table ids.
+  table) and the rows events of their table ids;
+- a followed table's map whose table id it already passed since the last rotate: with
+  ``freeze_schema`` (which :func:`invalidator.stream.open_stream` sets) the library
+  ignores such a repeat, and a server gives a changed table a new id.
 
 What it passes on is the packet pymysql would have returned, byte for byte; error and
 EOF packets and multi-packet events (>= 16 MiB) too.  Before the dump request (the
-library's set-up queries) it is plain pymysql.  ``tests/test_invalidator_packets.py``
+library's set-up queries) it is plain pymysql.
+
+A rows event of a followed table whose images the worker reads from the bytes itself
+(``Filter.claim``: :mod:`invalidator.rowparse` has parsers for its table map, the one the
+library parsed and keeps in its ``table_map``) is not handed to the library either: its
+header is read here into a :class:`RowsPacket`, kept in ``Filter.rows`` until the library
+returns its next event, and :class:`invalidator.stream.Stream` yields it first, so the
+worker sees every event in binlog order without the library building the event.  ``tests/test_invalidator_packets.py``
 tells when the library or pymysql stop calling it as assumed here.
 """
 
@@ -25,7 +35,8 @@ from __future__ import annotations
 
 import errno
 import select
-from collections.abc import Collection
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from typing import Any
 
 import pymysql
@@ -54,35 +65,111 @@ BODY_AT = 20
 TABLE_ID_LEN = 6  # post-header: table id, 6 bytes since MySQL 5.1.4 / all MariaDB
 
 
+UPDATE_EVENTS = frozenset({BINLOG.UPDATE_ROWS_EVENT_V1, BINLOG.UPDATE_ROWS_EVENT_V2})
+V2_EVENTS = frozenset({BINLOG.WRITE_ROWS_EVENT_V2, BINLOG.UPDATE_ROWS_EVENT_V2, BINLOG.DELETE_ROWS_EVENT_V2})
+CLAIMABLE = frozenset(ROWS_EVENTS - {BINLOG.PARTIAL_UPDATE_ROWS_EVENT})
+OPERATIONS = {BINLOG.WRITE_ROWS_EVENT_V1: "insert", BINLOG.WRITE_ROWS_EVENT_V2: "insert",
+              BINLOG.UPDATE_ROWS_EVENT_V1: "update", BINLOG.UPDATE_ROWS_EVENT_V2: "update",
+              BINLOG.DELETE_ROWS_EVENT_V1: "delete", BINLOG.DELETE_ROWS_EVENT_V2: "delete"}
+CHECKSUM_LEN = 4
+
+
+class BadRowsEvent(ValueError):
+    """A rows event whose bytes do not add up (a change of the protocol or of the library)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RowsPacket:
+    """A rows event of a followed table, its header read: the rows are ``data[start:end]``."""
+
+    operation: str  # insert, update, delete
+    table: str
+    table_map: Any  # the library's Table for the event's table id
+    present: bytes  # columns-present bitmap (of the after image for an insert)
+    present2: bytes | None  # of the after image of an update
+    data: bytes
+    start: int
+    end: int
+
+
+def read_rows_header(payload: bytes, start: int, end: int, table_map: Any) -> RowsPacket:
+    """The rows event at ``payload[start:end]`` (0x00, event header, body, no checksum)."""
+    kind = payload[start + TYPE_AT]
+    at = start + BODY_AT + TABLE_ID_LEN + 2  # table id, flags
+    if kind in V2_EVENTS:
+        at += int.from_bytes(payload[at:at + 2], "little")  # extra data, its length included
+    first = payload[at]
+    if first < 251:
+        count, at = first, at + 1
+    elif first in (252, 253, 254):
+        n = {252: 2, 253: 3, 254: 8}[first]
+        count, at = int.from_bytes(payload[at + 1:at + 1 + n], "little"), at + 1 + n
+    else:
+        raise BadRowsEvent(f"column count starts with {first:#x}")
+    if count != len(table_map.columns):
+        raise BadRowsEvent(f"{count} columns, the table map has {len(table_map.columns)}")
+    width = (count + 7) // 8
+    present, at = payload[at:at + width], at + width
+    present2 = None
+    if kind in UPDATE_EVENTS:
+        present2, at = payload[at:at + width], at + width
+    if at > end:
+        raise BadRowsEvent("the header runs past the event")
+    return RowsPacket(OPERATIONS[kind], table_map.table, table_map, present, present2, payload, at, end)
+
+
 def is_dump_request(data: bytes) -> bool:
     """A COM_BINLOG_DUMP(_GTID) command as pymysql writes it: 4-byte header, then the command."""
     return len(data) > 4 and data[4] in (COM_BINLOG_DUMP, COM_BINLOG_DUMP_GTID)
 
 
-class Filter:
-    """Which tables' events go on: (schema, table) names, and the table ids seen mapped to them."""
+Claim = Callable[[Any], bool]  # a table map (the library's Table) -> its rows are read here
 
-    def __init__(self, schemas: Collection[str], tables: Collection[str]) -> None:
+
+class Filter:
+    """Which tables' events go on: (schema, table) names, and the table ids seen mapped to them;
+    which followed tables' rows events are read here (``claim``), and those read so far."""
+
+    def __init__(self, schemas: Collection[str], tables: Collection[str], claim: Claim | None = None) -> None:
         self.schemas = frozenset(s.encode() for s in schemas)
         self.tables = frozenset(t.encode() for t in tables)
         self.table_ids: set[bytes] = set()  # raw 6-byte ids of followed tables' maps
+        self.claim = claim
+        self.table_maps: Callable[[], dict[int, Any]] = dict  # the library's table_map, once known
+        self.checksum = False  # events end with a CRC32 (the library asked for it)
+        self.rows: list[RowsPacket] = []
         self.dropped = 0  # packets dropped (for tests and metrics)
 
-    def keeps(self, payload: bytes | memoryview, start: int) -> bool:
-        """Whether the event packet at ``payload[start:]`` goes on to the library."""
+    def keeps(self, payload: bytes, start: int, end: int = 0) -> bool:
+        """Whether the event packet at ``payload[start:end]`` goes on to the library."""
         kind = payload[start + TYPE_AT]
         if kind in ROWS_EVENTS:
             at = start + BODY_AT
-            return bytes(payload[at:at + TABLE_ID_LEN]) in self.table_ids
+            table_id = payload[at:at + TABLE_ID_LEN]
+            if table_id not in self.table_ids:
+                return False
+            if self.claim is not None and kind in CLAIMABLE:
+                table_map = self.table_maps().get(int.from_bytes(table_id, "little"))
+                if table_map is not None and self.claim(table_map):
+                    last = end - CHECKSUM_LEN if self.checksum else end
+                    self.rows.append(read_rows_header(payload, start, last, table_map))
+                    return False
+            return True
         if kind == BINLOG.TABLE_MAP_EVENT:
             return self._table_map(payload, start)
         if kind == BINLOG.ROTATE_EVENT and payload[start + TIMESTAMP_AT:start + TYPE_AT] != b"\0\0\0\0":
             self.table_ids.clear()  # as the library forgets its table maps at a real rotate
         return kind in WANTED
 
-    def _table_map(self, payload: bytes | memoryview, start: int) -> bool:
+    def take(self) -> list[RowsPacket]:
+        rows, self.rows = self.rows, []
+        return rows
+
+    def _table_map(self, payload: bytes, start: int) -> bool:
         at = start + BODY_AT
         table_id = bytes(payload[at:at + TABLE_ID_LEN])
+        if table_id in self.table_ids:
+            return False  # the library has it, and ignores a repeat under freeze_schema
         at += TABLE_ID_LEN + 2  # flags
         n = payload[at]
         schema = bytes(payload[at + 1:at + 1 + n])
@@ -110,6 +197,12 @@ class BinlogConnection(pymysql.connections.Connection):  # type: ignore[misc]
 
     # --------------------------------------------------------------- pymysql hooks
 
+    def query(self, sql: Any, unbuffered: bool = False) -> int:
+        if self.binlog_filter is not None and "@master_binlog_checksum" in str(sql):
+            self.binlog_filter.checksum = True  # the library saw the server's binlog_checksum on
+        result: int = super().query(sql, unbuffered)
+        return result
+
     def _write_bytes(self, data: bytes) -> None:
         super()._write_bytes(data)
         if is_dump_request(data):
@@ -122,7 +215,7 @@ class BinlogConnection(pymysql.connections.Connection):  # type: ignore[misc]
         while True:
             payload, start, end = self._next_payload()
             if keep is not None and payload[start] == 0 and end - start > BODY_AT:
-                if not keep.keeps(payload, start):
+                if not keep.keeps(payload, start, end):
                     keep.dropped += 1
                     continue
             packet = packet_type(payload[start:end], self.encoding)

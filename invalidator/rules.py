@@ -44,6 +44,7 @@ class _EntityRule:
     entity: Entity
     tag: str
     ttl_s: int
+    text: Callable[[Image], str]  # the key text of an image (KeyCodec.binlog_texter)
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,8 @@ class TableRules:
                  keyspace: Keyspace) -> None:
         self.table = table
         self.keyspace = keyspace
-        self.entities = tuple(_EntityRule(e, e.spec.key_tag, e.spec.ttl_s) for e in entities)
+        self.entities = tuple(_EntityRule(e, e.spec.key_tag, e.spec.ttl_s, e.keys.binlog_texter())
+                              for e in entities)
         self.lists = tuple(_ListRule(x, _subsets(x.filters)) for x in lists)
         # delete mode reads only these columns of an image
         self.needed = frozenset(
@@ -69,9 +71,8 @@ class TableRules:
         """Record in ``effects`` what changing ``before`` into ``after`` did (None: no row)."""
         ks = self.keyspace
         for rule in self.entities:
-            keys = rule.entity.keys
-            old = None if before is None else keys.text_from_binlog(before)
-            new = None if after is None else keys.text_from_binlog(after)
+            old = None if before is None else rule.text(before)
+            new = None if after is None else rule.text(after)
             if old is not None and old != new:
                 effects.delete(ks.row(rule.tag, old))
             if new is not None:

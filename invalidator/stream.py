@@ -32,7 +32,7 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pymysql
@@ -44,7 +44,7 @@ from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, Write
 
 from invalidator.errors import ServerChanged, StreamLost
 from invalidator.gtid import MARIADB, MYSQL
-from invalidator.packets import BinlogConnection, Filter
+from invalidator.packets import BinlogConnection, Claim, Filter
 from invalidator.position import Position
 from invalidator.settings import InvalidatorSettings
 from invalidator.source import Source, identity
@@ -53,7 +53,8 @@ ONLY_EVENTS = [WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent, XidEvent, Query
                RotateEvent, HeartbeatLogEvent, MariadbGtidEvent, GtidEvent]
 
 
-def _guarded_connect(expect: Source | None, gtid_state: str | None, binlog_filter: Filter) -> Any:
+def _guarded_connect(expect: Source | None, gtid_state: str | None, binlog_filter: Filter,
+                     opened_as: list[BinlogConnection]) -> Any:
     """The library's connect: the stream connection once, checked, set up for a GTID resume,
     reading the binlog in chunks and dropping other tables' events (:mod:`invalidator.packets`)."""
     opened = {"stream": False}
@@ -65,6 +66,7 @@ def _guarded_connect(expect: Source | None, gtid_state: str | None, binlog_filte
             raise StreamLost("binlog connection lost")
         opened["stream"] = True
         conn = BinlogConnection(**kwargs, binlog_filter=binlog_filter)
+        opened_as.append(conn)
         try:
             if expect is not None:
                 server_id, uuid, _ = identity(conn)
@@ -101,15 +103,55 @@ def connection_settings(settings: InvalidatorSettings) -> dict[str, Any]:
     return conn
 
 
+class Stream:
+    """The library's reader, with the rows events the connection read itself
+    (:class:`~invalidator.packets.RowsPacket`) yielded in their place in the binlog."""
+
+    def __init__(self, reader: BinLogStreamReader, binlog_filter: Filter,
+                 opened: list[BinlogConnection]) -> None:
+        self.reader = reader
+        self.filter = binlog_filter
+        self._opened = opened
+        binlog_filter.table_maps = lambda: reader.table_map  # replaced at every real rotate
+
+    def __iter__(self) -> Iterator[Any]:
+        rows = self.filter
+        for event in self.reader:
+            if rows.rows:
+                yield from rows.take()
+            yield event
+        if rows.rows:  # a non-blocking stream reached the end
+            yield from rows.take()
+
+    @property
+    def log_file(self) -> str | None:
+        return self.reader.log_file  # type: ignore[no-any-return]
+
+    @property
+    def log_pos(self) -> int | None:
+        return self.reader.log_pos  # type: ignore[no-any-return]
+
+    def pending(self) -> bool:
+        """More binlog is already here (read, or waiting on the socket)."""
+        return bool(self.filter.rows) or (bool(self._opened) and self._opened[-1].pending())
+
+    def close(self) -> None:
+        self.reader.close()
+
+
 def open_stream(settings: InvalidatorSettings, position: Position, source: Source | None = None,
-                by_gtid: bool = False, tables: Sequence[str] = ("users", "products")) -> BinLogStreamReader:
+                by_gtid: bool = False, tables: Sequence[str] = ("users", "products"),
+                claim: Claim | None = None) -> Stream:
     """Follow from ``position``: by its file and offset on ``source`` (the server it belongs
-    to), or with ``by_gtid`` from its GTID state on ``source``, any server with that history."""
+    to), or with ``by_gtid`` from its GTID state on ``source``, any server with that history.
+    ``claim``: which followed tables' rows events are read from their bytes, not by the library."""
     if by_gtid and (source is None or position.gtid is None):
         raise ValueError("a GTID resume needs the server and the GTID state")
     gtid = position.gtid if by_gtid else None
     mysql_gtid = gtid if source is not None and source.flavor == MYSQL else None
-    return BinLogStreamReader(
+    binlog_filter = Filter([settings.mysql.database], tables, claim)
+    opened: list[BinlogConnection] = []
+    reader = BinLogStreamReader(
         connection_settings=connection_settings(settings),
         server_id=settings.server_id,
         blocking=True,
@@ -125,9 +167,10 @@ def open_stream(settings: InvalidatorSettings, position: Position, source: Sourc
         freeze_schema=True,
         slave_heartbeat=settings.heartbeat_s,
         report_slave=(f"cachetail-invalidator@{socket.gethostname()}", "", "", 0),
-        pymysql_wrapper=_guarded_connect(source, gtid, Filter([settings.mysql.database], tables)),
+        pymysql_wrapper=_guarded_connect(source, gtid, binlog_filter, opened),
         enable_logging=False,
     )
+    return Stream(reader, binlog_filter, opened)
 
 
 def control_connection(settings: InvalidatorSettings) -> pymysql.connections.Connection:

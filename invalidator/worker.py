@@ -37,6 +37,7 @@ from invalidator.checks import CheckFailed, run_checks
 from invalidator.errors import FULL, RESUME_BY_GTID, RETRY, Failure, classify, is_connection_error
 from invalidator.gtid import Tracker, tracker
 from invalidator.lag import FollowLag, reached
+from invalidator.packets import RowsPacket
 from invalidator.leader import Leadership, LostLeadership
 from invalidator.position import Position, make_store
 from invalidator.resume import FullInvalidationNeeded, Plan, plan_resume
@@ -52,6 +53,7 @@ IDLE_SAVE_S = 1.0  # a position moved only by unrelated transactions is saved at
 NOT_A_BOUNDARY = ("BEGIN", "SAVEPOINT", "ROLLBACK TO", "XA START", "XA END", "XA PREPARE")
 FAILURES_UNHEALTHY = 3  # consecutive failed attempts to follow: --check fails
 RING_STEP_S = 0.1  # replay points are kept at most this often: an earlier point is always safe
+CHECK_EVERY = 64  # rows events read by the connection between liveness, stop and lease checks
 
 
 class Replay(Exception):
@@ -100,6 +102,7 @@ class Worker:
         self.replay_since: tuple[float | None] | None = None  # set by the failover watch
         self.replay_until: Position | None = None  # refresh is off until the replay passes this
         self.replay_reason = "failover"
+        self.row_counters: dict[tuple[str, str], Any] = {}  # ROW_EVENTS children by (table, operation)
 
     # ------------------------------------------------------------------ run
 
@@ -193,7 +196,7 @@ class Worker:
             plan = self.mysql(lambda conn: plan_resume(conn, position, self.offset_refused, self.checked))
             by_gtid = plan.by_gtid
             stream = open_stream(self.settings, plan.position, plan.source, by_gtid,
-                                 self.followed.catalog.tables)
+                                 self.followed.catalog.tables, claim=self.claim)
             self.follow(stream, plan)
         except Replay as replay:
             return replay.position
@@ -259,7 +262,24 @@ class Worker:
         self.gtids = None if position.gtid is None else tracker(plan.source.flavor, position.gtid)
         gtids = self.gtids
         self.following(plan)
+        counters = self.row_counters
+        quiet = 0
         for event in stream:
+            if type(event) is RowsPacket:  # read by the connection itself (the hot path)
+                table = decode.add_packet(batch, event, self.followed.rules, self.weights)
+                counter = counters.get((table, event.operation))
+                if counter is None:
+                    counter = counters[(table, event.operation)] = m.ROW_EVENTS.labels(table, event.operation)
+                counter.inc()
+                quiet += 1
+                if quiet < CHECK_EVERY:
+                    continue  # liveness, stop and lease are checked every CHECK_EVERY such events
+                quiet = 0
+                self.alive()
+                if self.stop.is_set():
+                    return
+                self.leadership.check()
+                continue
             received = time.time()
             if isinstance(event, RowsEvent):
                 self.alive()
@@ -298,6 +318,12 @@ class Worker:
             if self.replay_since is not None and not batch and self.group.position is None:
                 self.replay()
         raise ConnectionError("the binlog stream ended")
+
+    def claim(self, table_map: Any) -> bool:
+        """Whether the connection reads this table's rows events itself (see packets.Filter):
+        the images the configured mode needs can be read from the bytes."""
+        rules = self.followed.rules.get(table_map.table)
+        return rules is not None and decode.claims(table_map, rules.needed, self.settings.mode == "refresh")
 
     def following(self, plan: Plan) -> None:
         """Log and count which server is followed, and how the start was named."""
