@@ -23,6 +23,7 @@ import datetime as dt
 import decimal
 import json
 import math
+from json.encoder import encode_basestring  # type: ignore[attr-defined]
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -39,8 +40,9 @@ _MICRO = dt.timedelta(microseconds=1)
 # ------------------------------------------------------------------ strings
 
 def json_str(text: str) -> str:
-    """A JSON string as ``json.dumps(..., ensure_ascii=False)`` writes it, lone surrogates escaped."""
-    out = json.dumps(text, ensure_ascii=False)
+    """A JSON string as ``json.dumps(..., ensure_ascii=False)`` writes it, lone surrogates escaped.
+    (``encode_basestring`` is what that call runs for a str, without building an encoder.)"""
+    out = encode_basestring(text)
     if not out.isascii():
         try:
             out.encode("utf-8")  # fails on a lone surrogate, and only then

@@ -123,7 +123,7 @@ def add_packet(batch: Effects, rows: RowsPacket, rules: Mapping[str, TableRules]
 def _usable(table_map: Any, needed: frozenset[str], full_after: bool, present: bytes | None = None,
             present2: bytes | None = None) -> Parsers | None:
     found = _parsers_for(table_map, needed)
-    if found is None or (full_after and found.full is None):
+    if found is None or (full_after and not found.readable):
         return None
     count = len(table_map.columns)
     if present is not None and not _all_present(present, count):
@@ -134,23 +134,7 @@ def _usable(table_map: Any, needed: frozenset[str], full_after: bool, present: b
 
 
 def _rows(found: Parsers, full_after: bool, op: str, data: bytes, offset: int, end: int) -> list[Triple]:
-    part = found.needed
-    whole = found.full if full_after and found.full is not None else part
-    out: list[Triple] = []
-    append = out.append
-    if op == "update":
-        while offset < end:
-            before, _, offset = part(data, offset)
-            after, sources, offset = whole(data, offset)
-            append((before, after, sources))
-    elif op == "insert":
-        while offset < end:
-            after, sources, offset = whole(data, offset)
-            append((None, after, sources))
-    else:
-        while offset < end:
-            before, _, offset = part(data, offset)
-            append((before, None, None))
+    out, offset = found.rows(op, full_after)(data, offset, end)
     if offset != end:
         raise BadRowsEvent(f"the row images end at {offset}, the event at {end}")
     return out

@@ -30,7 +30,8 @@ from pymysqlreplication.row_event import RowsEvent
 
 Image = dict[str, Any]
 Reader = Callable[[bytes, int, int], Any]  # (data, offset, size) -> value
-ImageParser = Callable[[bytes, int], tuple[Image, dict[str, str], int]]  # -> image, none_sources, offset
+Row = tuple[Image | None, Image | None, dict[str, str] | None]  # before, after, after's none_sources
+RowsParser = Callable[[bytes, int, int], tuple[list[Row], int]]  # (data, start, end) -> rows, offset
 
 FIXED = {FIELD_TYPE.TINY: 1, FIELD_TYPE.SHORT: 2, FIELD_TYPE.INT24: 3, FIELD_TYPE.LONG: 4,
          FIELD_TYPE.LONGLONG: 8, FIELD_TYPE.FLOAT: 4, FIELD_TYPE.DOUBLE: 8, FIELD_TYPE.YEAR: 1,
@@ -75,7 +76,12 @@ def column_size(column: Any) -> tuple[int, int] | None:
 
 def _unpacker(fmt: str) -> Reader:
     unpack = struct.Struct(fmt).unpack_from
-    return lambda data, offset, size: unpack(data, offset)[0]
+
+    def read(data: bytes, offset: int, size: int) -> Any:
+        return unpack(data, offset)[0]
+
+    read.unpack = unpack  # type: ignore[attr-defined]  # inlined by the generated code
+    return read
 
 
 def _string(column: Any) -> Reader:
@@ -113,12 +119,21 @@ def _fraction(column: Any) -> Callable[[bytes, int], int]:
     return read
 
 
+SECONDS_KEPT = 1 << 16  # converted TIMESTAMP seconds remembered (a busy table repeats them)
+
+
 def _timestamp2(column: Any) -> Reader:
     fraction = _fraction(column)
     utc = datetime.datetime.utcfromtimestamp
+    seen: dict[int, datetime.datetime] = {}  # datetimes are immutable: one object serves all
 
     def read(data: bytes, offset: int, size: int) -> datetime.datetime:
-        value = utc(int.from_bytes(data[offset:offset + 4], "big", signed=True))
+        seconds = int.from_bytes(data[offset:offset + 4], "big", signed=True)
+        value = seen.get(seconds)
+        if value is None:
+            if len(seen) >= SECONDS_KEPT:
+                seen.clear()
+            value = seen[seconds] = utc(seconds)
         micro = fraction(data, offset + 4)
         return value.replace(microsecond=micro) if micro > 0 else value
     return read
@@ -145,6 +160,8 @@ def _datetime2(column: Any) -> Reader:
             raise _OutOfRange(NONE_SOURCE.OUT_OF_DATETIME2_RANGE) from None
         micro = fraction(data, offset + 5)
         return value.replace(microsecond=micro) if micro > 0 else value
+
+    read.out_of_range = True  # type: ignore[attr-defined]
     return read
 
 
@@ -154,6 +171,9 @@ def _date(data: bytes, offset: int, size: int) -> datetime.date:
     if value == 0 or year == 0 or month == 0 or day == 0:
         raise _OutOfRange(NONE_SOURCE.OUT_OF_DATE_RANGE)
     return datetime.date(year=year, month=month, day=day)
+
+
+_date.out_of_range = True  # type: ignore[attr-defined]
 
 
 def _year(data: bytes, offset: int, size: int) -> int:
@@ -221,19 +241,21 @@ def _walk(columns: Sequence[_Column], data: bytes, offset: int) -> tuple[Image, 
     return image, sources, offset
 
 
-def _generate(columns: Sequence[_Column]) -> ImageParser:
-    """Straight-line code for an image without NULLs; the generic walk for one with them."""
+def _image_lines(columns: Sequence[_Column], tag: str, whole: bool, env: dict[str, Any]) -> list[str]:
+    """Code reading one image at ``o`` into ``img_<tag>`` (and ``src_<tag>`` when whole):
+    straight-line without NULLs, the generic walk with them."""
     nbytes = (len(columns) + 7) // 8
-    env: dict[str, Any] = {"walk": _walk, "columns": tuple(columns), "OutOfRange": _OutOfRange}
+    env[f"columns_{tag}"] = tuple(columns)
     mask = (1 << len(columns)) - 1  # the bitmap's spare bits are not NULLs (they may be set)
     test = f"data[o] & {mask}" if nbytes == 1 else f"int.from_bytes(data[o:o + {nbytes}], 'little') & {mask}"
-    lines = ["def parse(data, o):",
-             f"    if {test}:",
-             "        return walk(columns, data, o)",
-             f"    o += {nbytes}",
-             "    image = {}",
-             "    sources = {}"]
+    lines = [f"if {test}:",
+             f"    img_{tag}, src_{tag}, o = walk(columns_{tag}, data, o)",
+             "else:",
+             f"    o += {nbytes}"]
+    if whole:
+        lines.append(f"    src_{tag} = {{}}")
     pending = 0  # fixed bytes to skip before the next column
+    values = []
     for i, c in enumerate(columns):
         if c.read is None and not c.prefix:
             pending += c.size
@@ -241,6 +263,13 @@ def _generate(columns: Sequence[_Column]) -> ImageParser:
         if pending:
             lines.append(f"    o += {pending}")
             pending = 0
+        name = f"{tag}{i}"
+        unpack = getattr(c.read, "unpack", None)
+        if unpack is not None and not c.prefix:
+            env[f"u_{name}"] = unpack
+            lines.append(f"    v_{name} = u_{name}(data, o)[0]; o += {c.size}")
+            values.append((c.name, f"v_{name}"))
+            continue
         if c.prefix == 1:
             lines.append("    n = data[o]; o += 1")
         elif c.prefix:
@@ -248,26 +277,60 @@ def _generate(columns: Sequence[_Column]) -> ImageParser:
         else:
             lines.append(f"    n = {c.size}")
         if c.read is not None:
-            env[f"r{i}"] = c.read
-            lines += ["    try:",
-                      f"        image[{c.name!r}] = r{i}(data, o, n)",
-                      "    except OutOfRange as exc:",
-                      f"        image[{c.name!r}] = None; sources[{c.name!r}] = exc.source"]
+            env[f"r_{name}"] = c.read
+            if getattr(c.read, "out_of_range", False):
+                lines += ["    try:",
+                          f"        v_{name} = r_{name}(data, o, n)",
+                          "    except OutOfRange as exc:",
+                          f"        v_{name} = None"]
+                if whole:
+                    lines.append(f"        src_{tag}[{c.name!r}] = exc.source")
+            else:
+                lines.append(f"    v_{name} = r_{name}(data, o, n)")
+            values.append((c.name, f"v_{name}"))
         lines.append("    o += n")
     if pending:
         lines.append(f"    o += {pending}")
-    lines.append("    return image, sources, o")
-    exec(compile("\n".join(lines), f"<rowparse {len(columns)} columns>", "exec"), env)  # noqa: S102
-    parse: ImageParser = env["parse"]
-    return parse
+    lines.append(f"    img_{tag} = {{" + ", ".join(f"{k!r}: {v}" for k, v in values) + "}")
+    return lines
+
+
+def _rows_function(operation: str, part: Sequence[_Column], whole: Sequence[_Column], full: bool) -> RowsParser:
+    """Every row of a rows event: (before, after, after's none_sources) each, before with the
+    ``part`` columns, after with the ``whole`` ones (``full``: all of them, sources kept)."""
+    env: dict[str, Any] = {"walk": _walk, "OutOfRange": _OutOfRange}
+    body: list[str] = []
+    if operation == "update":
+        body += _image_lines(part, "b", False, env) + _image_lines(whole, "a", full, env)
+        row = "(img_b, img_a, src_a)" if full else "(img_b, img_a, None)"
+    elif operation == "insert":
+        body += _image_lines(whole, "a", full, env)
+        row = "(None, img_a, src_a)" if full else "(None, img_a, None)"
+    else:
+        body += _image_lines(part, "b", False, env)
+        row = "(img_b, None, None)"
+    lines = ["def rows(data, o, end):",
+             "    out = []",
+             "    append = out.append",
+             "    while o < end:",
+             *("        " + line for line in body),
+             f"        append({row})",
+             "    return out, o"]
+    exec(compile("\n".join(lines), f"<rowparse {operation} {len(whole)} columns>", "exec"), env)  # noqa: S102
+    rows: RowsParser = env["rows"]
+    return rows
 
 
 @dataclass(frozen=True)
 class Parsers:
-    """For one table map: the needed columns of an image, and (when readable) all of it."""
+    """For one table map: the rows of an event, by operation, with the needed columns of each
+    image or (``full``, when every column is readable) the whole after image."""
 
-    needed: ImageParser
-    full: ImageParser | None
+    readable: bool  # the whole image can be read (refresh mode)
+    _functions: dict[tuple[str, bool], RowsParser]
+
+    def rows(self, operation: str, full: bool) -> RowsParser:
+        return self._functions[(operation, full and self.readable)]
 
 
 def parsers(table_columns: Sequence[Any], needed: frozenset[str]) -> Parsers | None:
@@ -280,8 +343,12 @@ def parsers(table_columns: Sequence[Any], needed: frozenset[str]) -> Parsers | N
         return None
     part = [_Column(c.name, s[0], s[1], r if c.name in needed else None)  # type: ignore[index]
             for c, s, r in zip(table_columns, sizes, readers)]
-    full = None
-    if all(r is not None for r in readers):
-        full = _generate([_Column(c.name, s[0], s[1], r)  # type: ignore[index]
-                          for c, s, r in zip(table_columns, sizes, readers)])
-    return Parsers(_generate(part), full)
+    readable = all(r is not None for r in readers)
+    whole = [_Column(c.name, s[0], s[1], r)  # type: ignore[index]
+             for c, s, r in zip(table_columns, sizes, readers)]
+    functions = {}
+    for operation in ("insert", "update", "delete"):
+        functions[(operation, False)] = _rows_function(operation, part, part, False)
+        if readable:
+            functions[(operation, True)] = _rows_function(operation, part, whole, True)
+    return Parsers(readable, functions)

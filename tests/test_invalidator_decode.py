@@ -30,11 +30,12 @@ def library_images(event: RowsEvent, after_names: frozenset[str] | None = None) 
     """What the library decodes: before projected on NEEDED, after on ``after_names`` (all: None)."""
     prepare_binlog_event(event)
     keep = after_names or frozenset(c.name for c in event.columns)
+    sources = None if after_names else keep  # delete mode has no use for them
     if isinstance(event, UpdateRowsEvent):
         return [(project(r["before_values"], NEEDED), project(r["after_values"], keep),
-                 project(r["after_none_sources"], keep)) for r in event.rows]
+                 project(r["after_none_sources"], sources)) for r in event.rows]
     if isinstance(event, WriteRowsEvent):
-        return [(None, project(r["values"], keep), project(r["none_sources"], keep)) for r in event.rows]
+        return [(None, project(r["values"], keep), project(r["none_sources"], sources)) for r in event.rows]
     return [(project(r["values"], NEEDED), None, None) for r in event.rows]
 
 
