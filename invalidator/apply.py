@@ -252,8 +252,12 @@ class Group:
         if (self.count >= self.MAX_TRANSACTIONS or len(batch.ops) >= self.MAX_KEYS
                 or time.monotonic() - self.first[2] >= self.MAX_AGE_S):
             return False
+        return self.behind()
+
+    def behind(self) -> bool:
+        """More binlog is already here (the worker is catching up)."""
         pending = getattr(self.stream, "pending", None)
-        return bool(pending()) if pending is not None else False  # more already arrived
+        return bool(pending()) if pending is not None else False
 
     def take(self) -> tuple[Position, int, float, float]:
         assert self.position is not None

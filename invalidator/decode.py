@@ -42,9 +42,7 @@ def add_rows(batch: Effects, event: RowsEvent, rules: Mapping[str, TableRules], 
         return "other"
     rows = images(event, table.needed, full_after=batch.refresh)
     if rows is not None:
-        apply = table.apply
-        for before, after, sources in rows:
-            apply(batch, before, after, query, sources)
+        table.apply_rows(batch, rows, query)
         return table.table
     prepare_binlog_event(event)
     if isinstance(event, UpdateRowsEvent):
@@ -114,9 +112,7 @@ def add_packet(batch: Effects, rows: RowsPacket, rules: Mapping[str, TableRules]
     found = _usable(rows.table_map, table.needed, batch.refresh, rows.present, rows.present2)
     if found is None:
         raise BadRowsEvent(f"rows of {rows.table} were claimed but cannot be read from their bytes")
-    apply = table.apply
-    for before, after, sources in _rows(found, batch.refresh, rows.operation, rows.data, rows.start, rows.end):
-        apply(batch, before, after, query, sources)
+    table.apply_rows(batch, _rows(found, batch.refresh, rows.operation, rows.data, rows.start, rows.end), query)
     return table.table
 
 

@@ -24,6 +24,7 @@ from cachetail.schema import Catalog, Entity, Filter, Listing
 
 log = logging.getLogger("invalidator")
 Image = Mapping[str, Any]
+Row = tuple[Image | None, Image | None, Mapping[str, str] | None]  # before, after, after's none_sources
 Query = Callable[[str, tuple[str, ...]], tuple[str, ...]]
 
 
@@ -89,6 +90,23 @@ class TableRules:
                     for variant in _variants(list_rule, image, query):
                         effects.bump(ks.list_generation(Keyspace.variant(tag, variant)))
 
+
+    def apply_rows(self, effects: Effects, rows: Iterable[Row], query: Query) -> None:
+        """:meth:`apply` for each (before, after, after's none_sources) of a rows event; the
+        common case of delete mode (one entity, no list) in one loop."""
+        if effects.refresh or self.lists or len(self.entities) != 1:
+            for before, after, sources in rows:
+                self.apply(effects, before, after, query, sources)
+            return
+        rule = self.entities[0]
+        text, tag, key, delete = rule.text, rule.tag, self.keyspace.row, effects.delete
+        for before, after, _ in rows:
+            old = None if before is None else text(before)
+            new = None if after is None else text(after)
+            if old is not None and old != new:
+                delete(key(tag, old))
+            if new is not None:
+                delete(key(tag, new))
 
     @staticmethod
     def _refreshed(rule: _EntityRule, after: Image | None, sources: Mapping[str, str] | None) -> bytes | None:

@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -103,6 +104,11 @@ class Worker:
         self.replay_until: Position | None = None  # refresh is off until the replay passes this
         self.replay_reason = "failover"
         self.row_counters: dict[tuple[str, str], Any] = {}  # ROW_EVENTS children by (table, operation)
+        # while behind, a group's script is sent from a thread of its own and the next
+        # transactions are decoded meanwhile; at most one is in flight (see flush, finish)
+        self.sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="invalidator-send")
+        self.inflight: tuple[Future[None], Position, int, float, float] | None = None
+        self.advanced_to: Position | None = None  # passed while a send was in flight
 
     # ------------------------------------------------------------------ run
 
@@ -128,6 +134,7 @@ class Worker:
         except Stopped:
             pass
         finally:
+            self.sender.shutdown(wait=True)
             sd_notify("STOPPING=1")
             m.STREAMING.set(0)
             if http:
@@ -164,6 +171,7 @@ class Worker:
             log.error("%s; standing by (the new leader resumes from the saved position)", exc)
             sd_notify("STATUS=standby: another invalidator leads")
         finally:
+            self.abandon()
             if watch is not None:
                 watch.close()
             if self.lag is not None:
@@ -198,6 +206,7 @@ class Worker:
             stream = open_stream(self.settings, plan.position, plan.source, by_gtid,
                                  self.followed.catalog.tables, claim=self.claim)
             self.follow(stream, plan)
+            self.finish()
         except Replay as replay:
             return replay.position
         except FullInvalidationNeeded as exc:
@@ -221,6 +230,7 @@ class Worker:
 
     def failed(self, failure: Failure, position: Position, by_gtid: bool = False) -> Position:
         """Act on a classified failure; the position to follow from next."""
+        self.finish()  # the send in flight, if any: the position to resume from is acknowledged
         m.STREAM_ERRORS.labels(failure.kind).inc()
         self.watchdog.ping()
         resume_at = self.position or position
@@ -309,6 +319,7 @@ class Worker:
             elif isinstance(event, HeartbeatLogEvent):  # the server is idle: nothing is open
                 self.alive()
                 batch = self.flush(batch)
+                self.finish()
                 m.SECONDS_BEHIND.set(0)
                 self.progressed()
                 self.save_if_due(0.0)
@@ -369,8 +380,40 @@ class Worker:
         group = self.group
         if not batch or group.position is None:
             return batch
+        self.finish()
         position, count, first_ts, first_received = group.take()
-        self.applier.apply(batch, position)
+        if group.behind():  # more binlog is here already: decode it while Redis applies this
+            self.inflight = (self.sender.submit(self.applier.apply, batch, position), position, count,
+                             first_ts, first_received)
+        else:
+            self.applier.apply(batch, position)
+            self.applied(position, count, first_ts, first_received)
+        return self.new_batch()
+
+    def finish(self) -> None:
+        """Wait for the send in flight (its exception is raised here), then account for it."""
+        if self.inflight is None:
+            return
+        future, position, count, first_ts, first_received = self.inflight
+        self.inflight = None
+        future.result()
+        self.applied(position, count, first_ts, first_received)
+        if self.advanced_to is not None:
+            position, self.advanced_to = self.advanced_to, None
+            if self.group.position is None:  # else a later group carries a later position
+                self.advance(position)
+
+    def abandon(self) -> None:
+        """Leading ends (stop, lease lost): let the send in flight end, whatever its outcome."""
+        if self.inflight is not None:
+            future, self.inflight, self.advanced_to = self.inflight[0], None, None
+            try:
+                future.result()
+            except Exception:  # noqa: BLE001 - the new leader resumes from the saved position
+                pass
+
+    def applied(self, position: Position, count: int, first_ts: float, first_received: float) -> None:
+        """Redis acknowledged the transactions up to ``position``."""
         done = time.time()
         self.position = self.saved = position
         self.saved_at = time.monotonic()
@@ -381,7 +424,6 @@ class Worker:
         m.SECONDS_BEHIND.set(max(0.0, done - first_ts))
         self.show(position)
         self.progressed()
-        return self.new_batch()
 
     def query(self, batch: Batch, event: QueryEvent, log_file: str, received: float,
               source: tuple[int, str]) -> Batch:
@@ -401,6 +443,7 @@ class Worker:
                 batch.clear |= cleared
                 batch = self.commit(batch, position, event.timestamp, received)
                 batch = self.flush(batch)
+                self.finish()
                 self.reload_catalog()
                 return batch
         return self.commit(batch, position, event.timestamp, received)
@@ -429,6 +472,11 @@ class Worker:
         """Move past work that touched nothing cached; persisted lazily."""
         if self.group.position is not None:  # a deferred group waits: it carries the position
             self.group.position = position
+            return
+        if self.inflight is not None and self.inflight[0].done():
+            self.finish()
+        if self.inflight is not None:  # taken up once the send in flight is acknowledged
+            self.advanced_to = position
             return
         self.position = position
         self.progressed()
@@ -470,6 +518,7 @@ class Worker:
         self.replay_since = (since,)
 
     def replay(self) -> None:
+        self.finish()
         (since,), self.replay_since = self.replay_since or (None,), None
         start = None
         if since is not None:
@@ -498,6 +547,7 @@ class Worker:
 
     def full_invalidation(self, reason: str, why: str) -> Position:
         """Every owned key goes; then follow from the server's current position."""
+        self.finish()
         log.error("FULL INVALIDATION (%s): %s; deleting every key under %r and following from now",
                   reason, why, self.keyspace.owned_pattern())
         position = self.mysql(current_position)  # first: changes after it are replayed
