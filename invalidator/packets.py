@@ -48,10 +48,10 @@ CHUNK = 256 * 1024
 MAX_PACKET_LEN = 0xFFFFFF
 COM_BINLOG_DUMP = 0x12
 COM_BINLOG_DUMP_GTID = 0x1E
+# the rows events the worker follows (stream.ONLY_EVENTS has no PartialUpdateRowsEvent)
 ROWS_EVENTS = frozenset({
     BINLOG.WRITE_ROWS_EVENT_V1, BINLOG.UPDATE_ROWS_EVENT_V1, BINLOG.DELETE_ROWS_EVENT_V1,
     BINLOG.WRITE_ROWS_EVENT_V2, BINLOG.UPDATE_ROWS_EVENT_V2, BINLOG.DELETE_ROWS_EVENT_V2,
-    BINLOG.PARTIAL_UPDATE_ROWS_EVENT,
 })
 WANTED = frozenset(ROWS_EVENTS | {
     BINLOG.TABLE_MAP_EVENT, BINLOG.FORMAT_DESCRIPTION_EVENT, BINLOG.ROTATE_EVENT,
@@ -67,7 +67,6 @@ TABLE_ID_LEN = 6  # post-header: table id, 6 bytes since MySQL 5.1.4 / all Maria
 
 UPDATE_EVENTS = frozenset({BINLOG.UPDATE_ROWS_EVENT_V1, BINLOG.UPDATE_ROWS_EVENT_V2})
 V2_EVENTS = frozenset({BINLOG.WRITE_ROWS_EVENT_V2, BINLOG.UPDATE_ROWS_EVENT_V2, BINLOG.DELETE_ROWS_EVENT_V2})
-CLAIMABLE = frozenset(ROWS_EVENTS - {BINLOG.PARTIAL_UPDATE_ROWS_EVENT})
 OPERATIONS = {BINLOG.WRITE_ROWS_EVENT_V1: "insert", BINLOG.WRITE_ROWS_EVENT_V2: "insert",
               BINLOG.UPDATE_ROWS_EVENT_V1: "update", BINLOG.UPDATE_ROWS_EVENT_V2: "update",
               BINLOG.DELETE_ROWS_EVENT_V1: "delete", BINLOG.DELETE_ROWS_EVENT_V2: "delete"}
@@ -148,7 +147,7 @@ class Filter:
             table_id = payload[at:at + TABLE_ID_LEN]
             if table_id not in self.table_ids:
                 return False
-            if self.claim is not None and kind in CLAIMABLE:
+            if self.claim is not None:
                 table_map = self.table_maps().get(int.from_bytes(table_id, "little"))
                 if table_map is not None and self.claim(table_map):
                     last = end - CHECKSUM_LEN if self.checksum else end
