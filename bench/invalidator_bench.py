@@ -260,23 +260,30 @@ def read_ours(stack: Stack, begin: tuple[str, int], end: tuple[str, int], mode: 
     from invalidator.settings import InvalidatorSettings
     from invalidator.stream import open_stream
 
+    from invalidator.catalog import Followed, Weights, load_catalog
+    from invalidator.stream import control_connection
+
     settings = InvalidatorSettings.from_env(stack.env("thr", INVALIDATOR_SERVER_ID="902", INVALIDATOR_MODE=mode))
-    stream = open_stream(settings, Position(*begin))
-    ks = settings.keyspace
-    batch = Batch(ks, mode == "refresh")
+    conn = control_connection(settings)
+    followed = Followed(load_catalog(conn, str(settings.config_path), settings.mysql.database), settings.keyspace)
+    conn.close()
+    weights = Weights(lambda: control_connection(settings))
+    stream = open_stream(settings, Position(*begin), tables=followed.catalog.tables)
+    batch = Batch(mode == "refresh")
     events = keys = 0
     try:
         for ev in stream:
             if isinstance(ev, RowsEvent):
-                decode.add_rows(batch, ev)
+                decode.add_rows(batch, ev, followed.rules, weights)
                 events += 1
             elif isinstance(ev, XidEvent):
-                keys += len(batch.users) + batch.products
-                batch = Batch(ks, mode == "refresh")
+                keys += len(batch.ops)
+                batch = Batch(mode == "refresh")
             if (stream.log_file, stream.log_pos) >= end:
                 break
     finally:
         stream.close()
+        weights.close()
     return events, keys
 
 
