@@ -13,12 +13,15 @@ for what changed on purpose, named here:
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from api_support import anyio_backend, running  # noqa: F401
+from cachetail.devstack import MariaDB
 from cachetail.keyspace import Keyspace
+from conftest import Stack, start_mariadb
 from golden.record_lab import HEADERS, REQUESTS
 from lab import products_generation, products_page
 
@@ -27,8 +30,21 @@ GOLDEN = json.loads((Path(__file__).parent / "golden" / "lab_api.json").read_tex
 KEYS = Keyspace()
 
 
-async def test_every_answer_is_byte_for_byte_what_the_lab_answered(stack, redis_client) -> None:
-    env = {**stack.api_env(), "ADMIN_TOKEN": "golden-token-0123456789"}
+@pytest.fixture(scope="module")
+def fresh_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MariaDB]:
+    """The sample data as init_db.sql leaves it: other tests change the session's rows."""
+    server = start_mariadb(tmp_path_factory.mktemp("lab"))
+    yield server
+    server.kill()
+
+
+def lab_env(stack: Stack, server: MariaDB) -> dict[str, str]:
+    return {**stack.api_env(), "DB_HOST": server.host, "DB_PORT": str(server.port),
+            "ADMIN_TOKEN": "golden-token-0123456789"}
+
+
+async def test_every_answer_is_byte_for_byte_what_the_lab_answered(stack, redis_client, fresh_lab) -> None:
+    env = lab_env(stack, fresh_lab)
     got = []
     async with running(env, NEARCACHE="1") as (_, client):
         for method, path, headers in REQUESTS:
@@ -48,8 +64,8 @@ def _same_allow(answer: dict) -> dict:
     return {**answer, "headers": {**answer["headers"], "allow": sorted(allow.split(", "))}}
 
 
-async def test_user_keys_are_unchanged_and_list_keys_are_per_variant(stack, redis_client, db) -> None:
-    async with running(stack.api_env(), NEARCACHE="1") as (_, client):
+async def test_user_keys_are_unchanged_and_list_keys_are_per_variant(stack, redis_client, db, fresh_lab) -> None:
+    async with running(lab_env(stack, fresh_lab), NEARCACHE="1") as (_, client):
         for method, path, headers in REQUESTS:
             if method == "GET" and not path.startswith("/cache"):
                 await client.request(method, path, headers=headers)
