@@ -89,7 +89,7 @@ class _Table:
         self.quoted = f"{quote_identifier(database)}.{quote_identifier(name)}"
         self.columns = {c.name: c for c in load_columns(conn, name, database)}
         uniques: dict[str, list[str]] = {}
-        with conn.cursor() as cur:
+        with conn.cursor(pymysql.cursors.Cursor) as cur:  # tuples, whatever the connection's default
             cur.execute(_UNIQUE_SQL, (database, name))
             for index, column in cur.fetchall():
                 uniques.setdefault(str(index), []).append(str(column))

@@ -27,6 +27,7 @@ from pymysqlreplication.event import (
 )
 from pymysqlreplication.row_event import RowsEvent
 
+from cachetail import config as declaration
 from cachetail.schema import Catalog
 from metrics import invalidator as m
 
@@ -393,7 +394,7 @@ class Worker:
         self.refresh = self.settings.mode == "refresh"
 
     def checked_catalog(self, conn: pymysql.connections.Connection) -> Catalog:
-        run_checks(conn, self.settings)
+        run_checks(conn, self.settings, declaration.load(self.settings.config_path).tables)
         return self.load_catalog(conn)
 
     def load_catalog(self, conn: pymysql.connections.Connection) -> Catalog:
