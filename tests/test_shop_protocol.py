@@ -142,6 +142,13 @@ async def test_every_shop_route_serves_and_caches(stack: Stack, shop: MariaDB, r
         assert (bad.status_code, bad.json()["error"]) == (400, "invalid_order")
         missing = await client.get("/customers/NOPE-NOPE")
         assert missing.status_code == 404 and missing.json()["detail"] == "no customer with code NOPE-NOPE"
+        spec = (await client.get("/openapi.json")).json()  # generated from the declaration
+        assert {"/customers/{code}", "/orders/{customer_id}/{order_id}", "/gift-cards/{id}", "/order-lines",
+                "/orders", "/customers"} <= set(spec["paths"])
+        lines = spec["paths"]["/order-lines"]["get"]
+        assert [p["name"] for p in lines["parameters"]] == ["order", "status", "after"]
+        assert "Link" in lines["responses"]["200"]["headers"]
+        assert spec["components"]["schemas"]["gift_card"]["properties"]["id"] == {"type": "string", "format": "uuid"}
 
 
 async def test_one_select_per_stampede(stack: Stack, shop: MariaDB, redis_client) -> None:
