@@ -12,7 +12,6 @@ import pymysql
 import pymysql.cursors
 from dbutils.pooled_db import PooledDB, PooledDBError
 
-from cachetail.codec import quote_identifier
 from cachetail.collation import Weigher
 from cachetail.schema import Entity, Filter, Listing
 from cachetail.settings import MySQLSettings
@@ -53,15 +52,9 @@ class Database:
 
     async def list_rows(self, listing: Listing, filters: Sequence[tuple[Filter, Any]],
                         after: Sequence[Any] | None) -> list[dict[str, Any]]:
-        """One page: the filters' equalities, after the cursor in the list's order, its limit."""
-        where = [f"{quote_identifier(f.column.name)} = %s" for f, _ in filters]
-        args: list[Any] = [value for _, value in filters]
-        if after is not None:
-            condition, after_args = keyset(listing, after)
-            where.append(condition)
-            args.extend(after_args)
-        sql = listing.select_sql + (" WHERE " + " AND ".join(where) if where else "") + " " + listing.order_sql
-        return await self._query(listing.name, sql, tuple(args))
+        """One page of a list (see :meth:`cachetail.schema.Listing.page_sql`)."""
+        sql, args = listing.page_sql(filters, after)
+        return await self._query(listing.name, sql, args)
 
     async def weights(self, weigher: Weigher, values: Sequence[str]) -> dict[str, str]:
         """Collation weights of list filter values (remembered ones without a query)."""
@@ -113,14 +106,3 @@ class Database:
             raise DatabaseUnavailable(type(exc).__name__) from None
 
 
-
-def keyset(listing: Listing, after: Sequence[Any]) -> tuple[str, list[Any]]:
-    """Rows after the cursor in the list's order (each column ascending or descending):
-    ``(a > x) OR (a = x AND b < y) ...`` and its arguments."""
-    ors, args = [], []
-    for i, (column, descending) in enumerate(listing.order):
-        terms = [f"{quote_identifier(c.name)} = %s" for c, _ in listing.order[:i]]
-        terms.append(f"{quote_identifier(column.name)} {'<' if descending else '>'} %s")
-        ors.append("(" + " AND ".join(terms) + ")")
-        args.extend([*after[:i], after[i]])
-    return "(" + " OR ".join(ors) + ")", args

@@ -24,9 +24,7 @@ from api.reads import JSON, check_query, headers, parse
 from api.services import Services
 from cachetail.config import ListSpec
 from cachetail.keyspace import Keyspace
-from cachetail.schema import Filter, Listing
-
-NEXT = b"\n"  # a paged value: <next cursor or nothing> NEXT <json array>
+from cachetail.schema import NEXT, Filter, Listing
 
 
 class ListEndpoint:
@@ -45,13 +43,7 @@ class ListEndpoint:
         spec = self.spec
 
         async def load() -> bytes:
-            rows = await svc.db.list_rows(listing, given, after)
-            body = listing.rows.list_from_select(rows)
-            if not spec.paging:
-                return body
-            cursor = listing.cursor
-            more = cursor is not None and len(rows) == spec.limit
-            return (cursor.text_from_row(rows[-1]).encode() if cursor and more else b"") + NEXT + body
+            return listing.payload(await svc.db.list_rows(listing, given, after))
 
         answer = await svc.cache.listing(spec.name, svc.keys.list_generation(variant),
                                          svc.keys.list_page(variant, cursor), load, ttl_s=spec.ttl_s)

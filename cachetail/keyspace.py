@@ -49,6 +49,21 @@ STAMPED = b"\x02"
 
 
 @dataclass(frozen=True)
+class KeyParts:
+    """An owned key, taken apart (see :meth:`Keyspace.parse`)."""
+
+    kind: str  # "row", "page", "generation", "state" or "foreign"
+    tag: str = ""
+    text: str = ""  # a row's key text
+    assignment: tuple[tuple[str, str], ...] = ()  # a list variant's (param, text) pairs
+    cursor: str | None = None  # a page after a cursor
+
+    @property
+    def variant(self) -> str:
+        return Keyspace.variant(self.tag, self.assignment)
+
+
+@dataclass(frozen=True)
 class Keyspace:
     """Key names for one deployment (its prefix); the TTLs are in the declaration."""
 
@@ -86,6 +101,32 @@ class Keyspace:
     def list_patterns(self, tag: str) -> tuple[str, str]:
         """SCAN patterns of every key of one list (DDL on its table; never a hot path)."""
         return f"{self.prefix}:{{{tag}}}*", f"{self.prefix}:{{{tag}:*"
+
+    def parse(self, key: str | bytes) -> KeyParts:
+        """What an owned key holds, from its name (the inverse of the builders above)."""
+        name = key.decode(errors="replace") if isinstance(key, bytes) else key
+        start = self.prefix + ":{"
+        end = name.find("}", len(start))
+        if not name.startswith(start) or end < 0:
+            return KeyParts("foreign")
+        content, rest = name[len(start):end], name[end + 1:]
+        if rest == "":
+            tag, sep, text = content.partition(":")
+            return KeyParts("row", tag, text) if sep else KeyParts("foreign")
+        if rest in (":inv", ":fence", ":position", ":leader") or content == "inv":
+            return KeyParts("state")
+        tag, _, variant = content.partition(":")
+        assignment = tuple(tuple(part.split("=", 1)) for part in variant.split("&")) if variant else ()
+        if any(len(pair) != 2 for pair in assignment):
+            return KeyParts("foreign")
+        pairs = tuple((p, t) for p, t in assignment)
+        if rest == ":gen":
+            return KeyParts("generation", tag, assignment=pairs)
+        if rest == ":v":
+            return KeyParts("page", tag, assignment=pairs)
+        if rest.startswith(":a:"):
+            return KeyParts("page", tag, assignment=pairs, cursor=rest[3:])
+        return KeyParts("foreign")
 
     def user(self, user_id: int) -> str:
         """The lab's users (cachetail.toml: ``key_tag = "u"``), for tools and tests; the

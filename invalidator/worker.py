@@ -33,6 +33,7 @@ from metrics import invalidator as m
 
 from invalidator import decode
 from invalidator.apply import REDIS_ERRORS, Applier, Batch, Group, Stopped, backoff_delays
+from invalidator.audit import Auditor
 from invalidator.catalog import Followed, Weights, load_catalog
 from invalidator.checks import CheckFailed, run_checks
 from invalidator.errors import FULL, RESUME_BY_GTID, RETRY, Failure, classify, is_connection_error
@@ -96,6 +97,7 @@ class Worker:
         self.source_ident: tuple[int, str] | None = None  # the server followed last
         self.checked: set[tuple[int, str]] = set()  # servers whose binlog settings were checked
         self.lag: FollowLag | None = None
+        self.auditor: Auditor | None = None
         # (monotonic time, position): every change up to the position was acknowledged by then
         self.ring: deque[tuple[float, Position]] = deque()
         self.replay_since: tuple[float | None] | None = None  # set by the failover watch
@@ -153,6 +155,7 @@ class Worker:
             self.replay_since = self.replay_until = None
             watch = FailoverWatch(self.settings.redis, self.request_replay).start()
             self.lag = FollowLag(lambda: control_connection(self.settings), lambda: self.position).start()
+            self.auditor = self.start_auditor()
             position = self.initial_position()
             self.note(position)
             sd_notify("STATUS=leader: following the binlog")
@@ -167,6 +170,9 @@ class Worker:
             if self.lag is not None:
                 self.lag.close()
                 self.lag = None
+            if self.auditor is not None:
+                self.auditor.close()
+                self.auditor = None
             self.streaming = False
             m.STREAMING.set(0)
             self.leadership.step_down(release=self.stop.is_set())
@@ -346,6 +352,8 @@ class Worker:
             return batch
         position, count, first_ts, first_received = group.take()
         self.applier.apply(batch, position)
+        if self.auditor is not None:
+            self.auditor.changed(list(batch.ops), first_ts)
         done = time.time()
         self.position = self.saved = position
         self.saved_at = time.monotonic()
@@ -392,6 +400,20 @@ class Worker:
             return
         self.followed = Followed(catalog, self.keyspace)
         self.refresh = self.settings.mode == "refresh"
+
+    def start_auditor(self) -> Auditor | None:
+        s = self.settings
+        if not s.audit:
+            log.info("consistency auditor off (AUDIT=false)")
+            return None
+        log.info("consistency auditor on: %.0f%% of transactions checked again after %.1f s, %g keys/s sampled,"
+                 " at most %g queries/s", 100 * s.audit_invalidation_share, s.audit_delay_s,
+                 s.audit_sample_keys_per_s, s.audit_db_queries_per_s)
+        return Auditor(catalog=lambda: self.followed.catalog, keyspace=self.keyspace, client=build_redis(s),
+                       connect=lambda: control_connection(s), applied=lambda: self.position,
+                       delay_s=s.audit_delay_s, sample_keys_per_s=s.audit_sample_keys_per_s,
+                       db_queries_per_s=s.audit_db_queries_per_s,
+                       invalidation_share=s.audit_invalidation_share).start()
 
     def checked_catalog(self, conn: pymysql.connections.Connection) -> Catalog:
         run_checks(conn, self.settings, declaration.load(self.settings.config_path).tables)
@@ -534,4 +556,4 @@ class Worker:
                 "follow_lag_s": None if lag is None else round(lag, 3),
                 "consecutive_failures": self.failures,
                 "position": None if self.position is None else str(self.position),
-                "mode": self.settings.mode}
+                "mode": self.settings.mode, "audit": self.settings.audit}
