@@ -317,6 +317,9 @@ def test_quick_run_against_a_real_stack(running: dict, tmp_path: Path) -> None:
     fr = res["scenarios"]["freshness"]
     assert fr["writes"] > 0 and fr["reads"] > 0
     assert fr["invalidator"]["transactions"] >= fr["writes"]
+    assert fr["invalidator"]["audit_checks"].get("consistent", 0) > 0  # the auditor ran, in the leader
+    assert fr["invalidator"]["audit_checks"].get("inconsistent", 0) == 0
+    assert "auditor checks / inconsistent" in r.stdout
     assert fr["end_to_end"]["count"] > 0
     assert fr["final_stale"] == []
 
