@@ -52,7 +52,9 @@ def test_the_sampler_finds_and_repairs_what_was_written_into_redis(stack: Stack,
              what="every stale key repaired")
     took = time.monotonic() - started
     print(f"three stale keys found and repaired in {took:.2f} s at AUDIT_SAMPLE_KEYS_PER_S=50")
-    assert w.metric(INCONSISTENT % "sample") == 3 and w.metric("cachetail_audit_repairs_total") == 3
+    # the key goes first, then the count: wait for it
+    wait_for(lambda: w.metric(INCONSISTENT % "sample") == 3, what="three inconsistencies counted")
+    assert w.metric("cachetail_audit_repairs_total") == 3
     assert redis_client.get(ks.user(8)) == good
     wait_for(lambda: w.metric(CONSISTENT % "sample") >= 1, what="the right key checked too")
     assert "INCONSISTENT (sample check) user" in w.log()
@@ -73,7 +75,7 @@ def test_an_invalidation_overtaken_by_a_stale_write_is_reported(stack: Stack, db
     redis_client.set(ks.user(21), old)
     wait_for(lambda: w.metric(INCONSISTENT % "invalidation") == 1, 15, what="the overtaken invalidation reported")
     assert not redis_client.exists(ks.user(21))
-    assert w.metric("cachetail_audit_detection_seconds_count") == 1
+    wait_for(lambda: w.metric("cachetail_audit_detection_seconds_count") == 1, what="its detection time observed")
     assert w.metric(INCONSISTENT % "sample") == 0
 
 
