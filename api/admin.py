@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse, Response
 
 from api.db import DatabaseUnavailable
 from api.errors import ApiError
-from api.metrics_endpoint import lookup_totals, nearcache_totals
+from api.metrics_endpoint import lookup_totals, lookups_by_entity, nearcache_totals
 from api.redisconn import RedisUnavailable
 from api.services import Services, services
 
@@ -47,16 +47,19 @@ async def _owned_keys(svc: Services) -> AsyncIterator[list[bytes]]:
         yield batch
 
 
-async def cache_stats(request: Request) -> Response:
-    totals = lookup_totals()
+def _figures(totals: dict[str, float]) -> dict[str, Any]:
     lookups = sum(totals.values())
-    body: dict[str, Any] = {
-        "hits": int(totals["hit"]),
-        "misses": int(totals["miss"]),
-        "bypasses": int(totals["bypass"]),
-        "hit_rate": round(totals["hit"] / lookups, 4) if lookups else 0.0,
-    }
+    return {"hits": int(totals["hit"]), "misses": int(totals["miss"]), "bypasses": int(totals["bypass"]),
+            "hit_rate": round(totals["hit"] / lookups, 4) if lookups else 0.0}
+
+
+async def cache_stats(request: Request) -> Response:
+    body: dict[str, Any] = _figures(lookup_totals())
     svc = services(request)
+    counted = lookups_by_entity()
+    zero = {"hit": 0.0, "miss": 0.0, "bypass": 0.0}
+    body["entities"] = {e.name: _figures(counted.get(e.name, zero)) for e in svc.config.entities}
+    body["lists"] = {x.name: _figures(counted.get(x.name, zero)) for x in svc.config.lists}
     body["nearcache"] = {"enabled": svc.near is not None, **nearcache_totals()}
     try:
         body["redis"] = await _redis_stats(svc)

@@ -17,22 +17,37 @@ from starlette.middleware import Middleware
 from starlette.routing import Mount, Route
 from starlette.types import Receive, Scope, Send
 
-from api import admin, docs, reads
+from api import admin, docs
 from api.cache import AfterSelect
+from api.entities import EntityEndpoint, EntityNocache
+from api.lists import ListEndpoint
 from api.errors import HANDLERS, json_error
 from api.metrics_endpoint import HttpMetrics, metrics
 from api.services import Services
 from api.settings import ApiSettings, SettingsError
+from cachetail.config import Config, ConfigError
+from cachetail.config import load as load_config
 from cachetail.settings import load_environment
 
 log = logging.getLogger("api")
 
 
-def routes() -> list[Route | Mount]:
+def declared_routes(config: Config) -> list[Route]:
+    """One route per declared entity (and its nocache route) and list."""
+    out = []
+    for spec in config.entities:
+        endpoint = EntityEndpoint(spec)
+        out.append(Route(spec.route, endpoint, methods=["GET"], name=spec.name))
+        if spec.nocache_route:
+            out.append(Route(spec.nocache_route, EntityNocache(endpoint).handle, methods=["GET"],
+                             name=f"{spec.name}-nocache"))
+    out += [Route(x.route, ListEndpoint(x).handle, methods=["GET"], name=x.name) for x in config.lists]
+    return out
+
+
+def routes(config: Config) -> list[Route | Mount]:
     return [
-        Route("/user/{user_id}", reads.user, methods=["GET"]),
-        Route("/user/{user_id}/nocache", reads.user_nocache, methods=["GET"]),
-        Route("/products", reads.products, methods=["GET"]),
+        *declared_routes(config),
         Route("/cache/stats", admin.cache_stats, methods=["GET"]),
         Route("/cache/clear", admin.cache_clear, methods=["POST"]),
         Route("/health", admin.health, methods=["GET"]),
@@ -44,26 +59,35 @@ def routes() -> list[Route | Mount]:
     ]
 
 
-def create_app(settings: ApiSettings, *, after_select: AfterSelect | None = None) -> Starlette:
-    """The API for ``settings``; pools are built in its lifespan.  ``after_select`` is the
-    test seam between a fill's SELECT and its store (see :mod:`api.cache`)."""
+def create_app(settings: ApiSettings, *, config: Config | None = None,
+               after_select: AfterSelect | None = None) -> Starlette:
+    """The API for ``settings`` and the declaration (default: ``settings.config_path``);
+    pools are built in its lifespan.  ``after_select`` is the test seam between a fill's
+    SELECT and its store (see :mod:`api.cache`).  Raises ConfigError for a bad declaration."""
+    declared = config if config is not None else load_config(settings.config_path)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        svc = Services.build(settings, after_select)
+        svc = Services.build(settings, declared, after_select)
         app.state.services = svc
         log.info("cachetail API: MySQL %s:%s as %s, Redis %s%s:%s%s", settings.mysql.host,
                  settings.mysql.port, settings.mysql.user,
                  "Cluster " if settings.redis.cluster else "", settings.redis.host,
                  settings.redis.port, " (TLS)" if settings.redis.tls else "")
-        await svc.start()
+        try:
+            await svc.start()
+        except ConfigError as exc:
+            for line in exc.errors:
+                log.error("%s: %s", exc.source, line)
+            await svc.close()
+            raise
         try:
             yield
         finally:
             await svc.close()
 
     return Starlette(
-        routes=routes(),
+        routes=routes(declared),
         middleware=[Middleware(HttpMetrics)],
         exception_handlers=HANDLERS,
         lifespan=lifespan,
@@ -80,11 +104,16 @@ class _FromEnvironment:
         if scope["type"] == "lifespan" and self._app is None:
             try:
                 settings = ApiSettings.from_env(load_environment())
+                self._app = create_app(settings)
             except SettingsError as exc:
                 await receive()  # lifespan.startup
                 await send({"type": "lifespan.startup.failed", "message": f"configuration: {exc}"})
                 return
-            self._app = create_app(settings)
+            except ConfigError as exc:
+                await receive()
+                await send({"type": "lifespan.startup.failed",
+                            "message": "\n".join(f"{exc.source}: {line}" for line in exc.errors)})
+                return
         if self._app is None:
             if scope["type"] == "http":  # a server run without lifespan: nothing is built
                 await json_error(503, "not_started", "the lifespan did not run")(scope, receive, send)

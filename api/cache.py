@@ -33,7 +33,7 @@ T = TypeVar("T")
 HIT, MISS, BYPASS = "HIT", "MISS", "BYPASS"
 FOUND, LEASED, ABSENT = "found", "leased", "absent"  # what a read found in the key
 
-UserLoader = Callable[[], Awaitable[bytes | None]]
+EntityLoader = Callable[[], Awaitable[tuple[bytes | None, bool]]]  # (body or None, storable)
 ListLoader = Callable[[], Awaitable[bytes]]
 # Called between the SELECT and the compare-and-set store, with the key: a seam
 # for tests that must put an invalidation at exactly that point.
@@ -74,37 +74,41 @@ class Cache:
         self._after_select = after_select
         self._cas = client.register_script(keyspace.CAS_STORE)
         self._release = client.register_script(keyspace.LEASE_RELEASE)
-        self._products_lease = client.register_script(keyspace.PRODUCTS_LEASE)
-        self._products_cas = client.register_script(keyspace.PRODUCTS_CAS_STORE)
+        self._list_lease = client.register_script(keyspace.LIST_LEASE)
+        self._list_cas = client.register_script(keyspace.LIST_CAS_STORE)
         self._flights: dict[Hashable, asyncio.Future[Any]] = {}
 
-    # ------------------------------------------------------------------ users
+    # --------------------------------------------------------------- entities
 
-    async def user(self, user_id: int, load: UserLoader) -> Answer:
+    async def entity(self, name: str, key: str, load: EntityLoader, *, near: bool, ttl_s: int,
+                     negative_ttl_s: int) -> Answer:
+        """One row by its key: near-cache (when ``near``), Redis, else a leased fill.
+        ``load`` gives the row's bytes (None: no row) and whether they may be stored under
+        ``key`` (False: another spelling of the row's key, or a 404 that must not be cached)."""
         started = time.perf_counter()
-        key = self._keys.user(user_id)
-        value = None if self._near is None else self._near.get(key)
+        value = None if self._near is None or not near else self._near.get(key)
         if value is not None:  # the hot path: nothing to await
             answer = Answer(None if is_negative(value) else value, HIT, NEAR)
         else:
-            answer = await self._user(key, load)
-        _count("user", answer, started)
+            answer = await self._entity(name, key, load, near, ttl_s, negative_ttl_s)
+        _count(name, answer, started)
         return answer
 
-    async def _user(self, key: str, load: UserLoader) -> Answer:
+    async def _entity(self, name: str, key: str, load: EntityLoader, near: bool, ttl_s: int,
+                      negative_ttl_s: int) -> Answer:
         try:
-            value = await self._guard.run("get", lambda: self._tracked_get(key),
+            value = await self._guard.run("get", lambda: self._tracked_get(key, near),
                                           bounded=self._hot_bounded)
         except RedisUnavailable:
-            return Answer(await self._shared(("bypass", key), load), BYPASS)
+            return Answer(await self._shared(("bypass", key), _body(load)), BYPASS)
         if value is not None and not is_lease(value):
             return Answer(None if is_negative(value) else value, HIT, REDIS)
-        return await self._shared(key, lambda: self._fill_user(key, load))
+        return await self._shared(key, lambda: self._fill_entity(name, key, load, ttl_s, negative_ttl_s))
 
-    async def _tracked_get(self, key: str) -> bytes | None:
+    async def _tracked_get(self, key: str, near: bool) -> bytes | None:
         """GET, and with a live near-cache keep what it found unless the key's
         invalidation crossed the reply (see api/nearcache.py)."""
-        ticket = None if self._near is None else self._near.begin(key)
+        ticket = None if self._near is None or not near else self._near.begin(key)
         if ticket is None:
             return await self._get(key)
         assert self._near is not None and self._lean is not None
@@ -117,23 +121,27 @@ class Cache:
             self._near.finish(ticket, value, pttl)
         return value
 
-    async def _fill_user(self, key: str, load: UserLoader) -> Answer:
+    async def _fill_entity(self, name: str, key: str, load: EntityLoader, ttl_s: int,
+                           negative_ttl_s: int) -> Answer:
         token = _token()
         try:
             taken = await self._guard.run(
                 "lease", lambda: self._redis.set(key, token, nx=True, px=self._lease_ms))
         except RedisUnavailable:
-            return Answer(await load(), BYPASS)
+            return Answer(await _body(load)(), BYPASS)
         if not taken:
-            return await self._wait("user", key, load, self._read_user)
-        with FILLS_IN_FLIGHT.labels("user").track_inprogress():
-            body = await self._load_holding(key, token, load)
-            value, ttl = (keyspace.NEGATIVE, self._keys.ttl_negative_s) if body is None else (
-                body, self._keys.ttl_user_s)
-            await self._store("user", lambda: self._cas(keys=[key], args=[token, value, ttl]))
+            return await self._wait(name, key, _body(load), self._read_entity)
+        with FILLS_IN_FLIGHT.labels(name).track_inprogress():
+            body, storable = await self._load_holding(key, token, load)
+            if not storable or (body is None and negative_ttl_s <= 0):
+                await self._give_back(key, token)
+                CACHE_FILLS.labels(name, "uncached").inc()
+                return Answer(body, MISS)
+            value, ttl = (keyspace.NEGATIVE, negative_ttl_s) if body is None else (body, ttl_s)
+            await self._store(name, lambda: self._cas(keys=[key], args=[token, value, ttl]))
         return Answer(body, MISS)
 
-    async def _read_user(self, key: str) -> tuple[str, bytes | None]:
+    async def _read_entity(self, key: str) -> tuple[str, bytes | None]:
         value = await self._guard.run("get", lambda: self._get(key), bounded=self._hot_bounded)
         if value is None:
             return ABSENT, None
@@ -141,45 +149,47 @@ class Cache:
             return LEASED, None
         return FOUND, None if is_negative(value) else value
 
-    # --------------------------------------------------------------- products
+    # ------------------------------------------------------------------ lists
 
-    async def products(self, category: str | None, load: ListLoader) -> Answer:
+    async def listing(self, name: str, gen_key: str, key: str, load: ListLoader, *, ttl_s: int) -> Answer:
+        """One page of a list variant, stamped with the variant's generation (same slot)."""
         started = time.perf_counter()
-        answer = await self._products(self._keys.products(category), load)
-        _count("products", answer, started)
+        answer = await self._listing(name, gen_key, key, load, ttl_s)
+        _count(name, answer, started)
         return answer
 
-    async def _products(self, key: str, load: ListLoader) -> Answer:
+    async def _listing(self, name: str, gen_key: str, key: str, load: ListLoader, ttl_s: int) -> Answer:
+        read = functools.partial(self._read_list, gen_key)
         try:
-            state, body = await self._read_products(key)
+            state, body = await read(key)
         except RedisUnavailable:
             return Answer(await self._shared(("bypass", key), load), BYPASS)
         if state == FOUND:
             return Answer(body, HIT, REDIS)
-        return await self._shared(key, lambda: self._fill_products(key, load))
+        return await self._shared(key, lambda: self._fill_list(name, gen_key, key, load, ttl_s))
 
-    async def _fill_products(self, key: str, load: ListLoader) -> Answer:
-        gen_key, token = self._keys.products_generation(), _token()
+    async def _fill_list(self, name: str, gen_key: str, key: str, load: ListLoader, ttl_s: int) -> Answer:
+        token = _token()
         try:
-            state, payload = await self._guard.run("lease", lambda: self._products_lease(
+            state, payload = await self._guard.run("lease", lambda: self._list_lease(
                 keys=[gen_key, key], args=[token, self._lease_ms]))
         except RedisUnavailable:
             return Answer(await load(), BYPASS)
         if state == 2:  # another fill stored it since our read
-            CACHE_FILLS.labels("products", "waited").inc()
+            CACHE_FILLS.labels(name, "waited").inc()
             return Answer(payload[payload.index(b"\n") + 1:], MISS)
         if state == 0:
-            return await self._wait("products", key, load, self._read_products)
-        with FILLS_IN_FLIGHT.labels("products").track_inprogress():
+            return await self._wait(name, key, load, functools.partial(self._read_list, gen_key))
+        with FILLS_IN_FLIGHT.labels(name).track_inprogress():
             body = await self._load_holding(key, token, load)
             value = stamp(int(payload), body)
-            await self._store("products", lambda: self._products_cas(
-                keys=[gen_key, key], args=[token, payload, value, self._keys.ttl_products_s]))
+            await self._store(name, lambda: self._list_cas(
+                keys=[gen_key, key], args=[token, payload, value, ttl_s]))
         return Answer(body, MISS)
 
-    async def _read_products(self, key: str) -> tuple[str, bytes | None]:
-        """The generation and the variant in one round trip (one slot, one MGET)."""
-        gen, value = await self._guard.run("get", lambda: self._mget_list(key),
+    async def _read_list(self, gen_key: str, key: str) -> tuple[str, bytes | None]:
+        """The generation and the page in one round trip (one slot, one MGET)."""
+        gen, value = await self._guard.run("get", lambda: self._mget_list(gen_key, key),
                                            bounded=self._hot_bounded)
         if value is None:
             return ABSENT, None
@@ -195,8 +205,7 @@ class Cache:
             return await self._lean.get(key)
         return cast("bytes | None", await self._redis.get(key))
 
-    async def _mget_list(self, key: str) -> tuple[bytes | None, bytes | None]:
-        gen_key = self._keys.products_generation()
+    async def _mget_list(self, gen_key: str, key: str) -> tuple[bytes | None, bytes | None]:
         if self._lean is not None:
             gen, value = await self._lean.mget(gen_key, key)
             return gen, value
@@ -208,15 +217,19 @@ class Cache:
         try:
             body = await load()
         except BaseException:
-            try:
-                await asyncio.shield(self._guard.run(
-                    "release", lambda: self._release(keys=[key], args=[token])))
-            except (RedisUnavailable, asyncio.CancelledError):
-                pass
+            await self._give_back(key, token)
             raise
         if self._after_select is not None:
             await self._after_select(key)
         return body
+
+    async def _give_back(self, key: str, token: bytes) -> None:
+        """Release our lease (only while the key still holds it), so waiters stop waiting."""
+        try:
+            await asyncio.shield(self._guard.run(
+                "release", lambda: self._release(keys=[key], args=[token])))
+        except (RedisUnavailable, asyncio.CancelledError):
+            pass
 
     async def _store(self, entity: str, cas: Callable[[], Awaitable[Any]]) -> None:
         try:
@@ -265,6 +278,14 @@ class Cache:
             del self._flights[flight]
         if not task.cancelled():
             task.exception()  # retrieved: every waiter may have gone
+
+
+def _body(load: EntityLoader) -> Callable[[], Awaitable[bytes | None]]:
+    """The loader's body alone, for answers that never store (bypasses, waiters)."""
+    async def body() -> bytes | None:
+        return (await load())[0]
+
+    return body
 
 
 def _token() -> bytes:

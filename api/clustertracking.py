@@ -29,7 +29,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -39,7 +39,9 @@ from api.clusterlean import ClusterLean
 from api.clustermap import Primary, Topology, parse_shards
 from api.lean import RespConnection, open_connection, pack
 from api.nearcache import NearCache
-from api.tracking import HEARTBEAT_S, RETRY_FIRST_S, RETRY_MAX_S, STABLE_S, LogEvery, apply_push
+from api.tracking import (
+    HEARTBEAT_S, RETRY_FIRST_S, RETRY_MAX_S, STABLE_S, LogEvery, apply_push, tracking_command,
+)
 
 log = logging.getLogger("api")
 
@@ -53,7 +55,7 @@ class TopologyChanging(Exception):
 
 
 class ClusterTracker:
-    def __init__(self, lean: ClusterLean, prefix: str, near: NearCache, *,
+    def __init__(self, lean: ClusterLean, prefix: str | Sequence[str], near: NearCache, *,
                  heartbeat_s: float = HEARTBEAT_S, check_s: float = TOPOLOGY_CHECK_S,
                  name: str = "cachetail-api-tracking") -> None:
         self.prefix = prefix
@@ -64,7 +66,7 @@ class ClusterTracker:
         # out of an interleaving it forces).
         self.check_every = max(1, round(check_s / heartbeat_s))
         self._name = name
-        self._tracking = pack("CLIENT", "TRACKING", "on", "BCAST", "PREFIX", prefix)
+        self._tracking = tracking_command(prefix)
         self._conns: dict[Primary, RespConnection] = {}
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None

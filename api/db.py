@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import anyio
@@ -11,14 +12,10 @@ import pymysql
 import pymysql.cursors
 from dbutils.pooled_db import PooledDB, PooledDBError
 
-from cachetail import keyspace
+from cachetail.collation import Weigher
+from cachetail.schema import Entity, Filter, Listing
 from cachetail.settings import MySQLSettings
 from metrics.api import MYSQL_QUERIES, MYSQL_QUERY_SECONDS
-
-_USER_SQL = (
-    f"SELECT {', '.join(keyspace.USER_COLUMNS)} FROM {keyspace.USERS_TABLE} WHERE id = %s"
-)
-_PRODUCTS_SQL = f"SELECT {', '.join(keyspace.PRODUCT_COLUMNS)} FROM {keyspace.PRODUCTS_TABLE}"
 
 
 class DatabaseUnavailable(Exception):
@@ -49,16 +46,22 @@ class Database:
     def close(self) -> None:
         self._pool.close()
 
-    async def user_row(self, user_id: int) -> dict[str, Any] | None:
-        rows = await self._query("user", _USER_SQL, (user_id,))
+    async def entity_row(self, entity: Entity, values: Sequence[Any]) -> dict[str, Any] | None:
+        rows = await self._query(entity.name, entity.select_sql, tuple(values))
         return rows[0] if rows else None
 
-    async def product_rows(self, category: str | None) -> list[dict[str, Any]]:
-        if category is None:
-            return await self._query("products", _PRODUCTS_SQL + " ORDER BY id", ())
-        return await self._query(
-            "products", _PRODUCTS_SQL + " WHERE category = %s ORDER BY id", (category,)
-        )
+    async def list_rows(self, listing: Listing, filters: Sequence[tuple[Filter, Any]],
+                        after: Sequence[Any] | None) -> list[dict[str, Any]]:
+        """One page of a list (see :meth:`cachetail.schema.Listing.page_sql`)."""
+        sql, args = listing.page_sql(filters, after)
+        return await self._query(listing.name, sql, args)
+
+    async def weights(self, weigher: Weigher, values: Sequence[str]) -> dict[str, str]:
+        """Collation weights of list filter values (remembered ones without a query)."""
+        known = {v: w for v in values if (w := weigher.known(v)) is not None}
+        if len(known) == len(values):
+            return known
+        return await anyio.to_thread.run_sync(self._weigh, weigher, values, limiter=self._limiter)
 
     async def ping(self, timeout_s: float) -> None:
         """``SELECT 1`` within ``timeout_s``; the thread is abandoned if it takes longer."""
@@ -81,6 +84,13 @@ class Database:
         MYSQL_QUERY_SECONDS.labels(entity).observe(time.perf_counter() - started)
         return rows
 
+    def _weigh(self, weigher: Weigher, values: Sequence[str]) -> dict[str, str]:
+        def query(sql: str, args: tuple[str, ...]) -> tuple[str, ...]:
+            rows = self._run(sql, args)
+            return tuple(str(v) for v in rows[0].values())
+
+        return weigher.weigh(values, query)
+
     def _run(self, sql: str, args: tuple[Any, ...]) -> list[dict[str, Any]]:
         try:
             conn = self._pool.connection()
@@ -94,4 +104,5 @@ class Database:
             raise DatabaseUnavailable(type(exc).__name__) from None
         except (OSError, PooledDBError) as exc:
             raise DatabaseUnavailable(type(exc).__name__) from None
+
 

@@ -16,7 +16,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.staticfiles import StaticFiles
 
-from cachetail.keyspace import MAX_CATEGORY_LEN, MAX_ID
+from cachetail.codec import Column
+from cachetail.config import Config, EntitySpec, ListSpec
+from cachetail.schema import Catalog, Entity, Listing
 
 STATIC_PATH = "/static/docs"
 # Scripts and styles are the local bundles; what the policy adds is that nothing
@@ -53,72 +55,137 @@ def _json(description: str, schema: dict[str, Any], x_cache: bool = False) -> di
 
 
 _STR = {"type": "string"}
-_TIME = {"type": "string", "format": "date-time", "example": "2024-01-31T12:00:00Z"}
-_ID_PARAM = {"name": "user_id", "in": "path", "required": True,
-             "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID}}
-_REF = {name: {"$ref": f"#/components/schemas/{name}"} for name in ("User", "Product")}
-
-SCHEMAS: dict[str, Any] = {
-    "Error": {"type": "object", "required": ["error", "detail"],
-              "properties": {"error": _STR, "detail": _STR}},
-    "User": {"type": "object", "properties": {
-        "id": {"type": "integer"}, "username": _STR, "email": _STR, "full_name": _STR,
-        "created_at": _TIME, "updated_at": _TIME}},
-    "Product": {"type": "object", "properties": {
-        "id": {"type": "integer"}, "name": _STR, "description": {"type": ["string", "null"]},
-        "price": {"type": "string", "example": "19.99", "description": "decimal string"},
-        "stock": {"type": "integer"}, "category": _STR, "created_at": _TIME,
-        "updated_at": _TIME}},
-}
+ERROR = {"type": "object", "required": ["error", "detail"], "properties": {"error": _STR, "detail": _STR}}
 
 
-def openapi_schema() -> dict[str, Any]:
-    bad = _error("malformed input")
+def column_schema(column: Column | None) -> dict[str, Any]:
+    """The JSON form of a served column (cachetail/codec.py), as a JSON Schema."""
+    if column is None:
+        return {}
+    t = column.data_type
+    schema: dict[str, Any]
+    if column.integer_bits or t in ("bit", "year"):
+        schema = {"type": "integer"}
+        if column.integer_bits:
+            schema["minimum"], schema["maximum"] = column.integer_range
+    elif t in ("float", "double"):
+        schema = {"type": "number"}
+    elif t == "decimal":
+        schema = {"type": "string", "description": "decimal string", "example": "19.99"}
+    elif t == "timestamp":
+        schema = {"type": "string", "format": "date-time", "example": "2024-01-31T12:00:00Z"}
+    elif t == "datetime":
+        schema = {"type": "string", "description": "local date and time, no zone"}
+    elif t == "date":
+        schema = {"type": "string", "format": "date"}
+    elif t == "set":
+        schema = {"type": "array", "items": {"type": "string", "enum": list(column.members)}}
+    elif t == "enum":
+        schema = {"type": "string", "enum": list(column.members)}
+    elif column.is_json:
+        schema = {}
+    elif t == "binary" and column.char_length == 16:
+        schema = {"type": "string", "format": "uuid"}
+    elif column.is_binary:
+        schema = {"type": "string", "contentEncoding": "base64"}
+    else:
+        schema = {"type": "string"}
+    if column.nullable and schema:
+        schema = {"anyOf": [schema, {"type": "null"}]}
+    return schema
+
+
+def _object(columns: tuple[Column, ...]) -> dict[str, Any]:
+    return {"type": "object", "properties": {c.name: column_schema(c) for c in columns}}
+
+
+def _parameter(name: str, where: str, column: Column | None, required: bool) -> dict[str, Any]:
+    schema = column_schema(column) if column is not None else {"type": "string"}
+    return {"name": name, "in": where, "required": required, "schema": schema.get("anyOf", [schema])[0]}
+
+
+def _entity_paths(spec: EntitySpec, entity: Entity | None, ref: dict[str, Any]) -> dict[str, Any]:
+    columns = {c.name: c for c in entity.keys.columns} if entity is not None else {}
+    params = [_parameter(k, "path", columns.get(k), True) for k in spec.key]
+    bad = _error("malformed key")
+    paths = {spec.route: {"get": {
+        "summary": f"One {spec.name} (cached {spec.ttl_s} s)", "tags": [spec.name], "parameters": params,
+        "responses": {"200": _json(f"the {spec.name}", ref, True), "400": bad,
+                      "404": _error(f"no such {spec.name}"), "503": _error("MySQL down, not cached")}}}}
+    if spec.nocache_route:
+        paths[spec.nocache_route] = {"get": {
+            "summary": f"One {spec.name}, straight from MySQL", "tags": [spec.name], "parameters": params,
+            "responses": {"200": _json(f"the {spec.name}", ref), "400": bad,
+                          "404": _error(f"no such {spec.name}"), "503": _error("MySQL down")}}}
+    return paths
+
+
+def _list_paths(spec: ListSpec, listing: Listing | None, ref: dict[str, Any]) -> dict[str, Any]:
+    columns = {f.param: f.column for f in listing.filters} if listing is not None else {}
+    params = [_parameter(p, "query", columns.get(p), False) for p, _ in spec.filters]
+    order = ", ".join(("-" if desc else "") + c for c, desc in spec.order)
+    answer = _json(f"up to {spec.limit} rows, ordered by {order}", {"type": "array", "items": ref}, True)
+    if spec.paging:
+        params.append({"name": "after", "in": "query", "required": False, "schema": _STR,
+                       "description": "the cursor of the previous page's Link: rel=\"next\""})
+        answer["headers"]["Link"] = {"description": "rel=\"next\": the next page, when this one is full",
+                                     "schema": _STR}
+    return {spec.route: {"get": {
+        "summary": f"{spec.name}, cached {spec.ttl_s} s per filter combination", "tags": [spec.name],
+        "parameters": params,
+        "responses": {"200": answer, "400": _error("malformed filter or cursor"),
+                      "503": _error("MySQL down, not cached")}}}}
+
+
+def openapi_schema(config: Config, catalog: Catalog | None) -> dict[str, Any]:
+    """The document for the declared entities and lists; column types once the catalog is read."""
+    schemas: dict[str, Any] = {"Error": ERROR}
+    paths: dict[str, Any] = {}
+    for spec in config.entities:
+        entity = next((e for e in catalog.entities if e.name == spec.name), None) if catalog else None
+        schemas[spec.name] = _object(entity.columns) if entity is not None else {"type": "object"}
+        paths.update(_entity_paths(spec, entity, {"$ref": f"#/components/schemas/{spec.name}"}))
+    for lspec in config.lists:
+        listing = next((x for x in catalog.lists if x.name == lspec.name), None) if catalog else None
+        schemas[lspec.name] = _object(listing.columns) if listing is not None else {"type": "object"}
+        paths.update(_list_paths(lspec, listing, {"$ref": f"#/components/schemas/{lspec.name}"}))
+    names = ", ".join([e.name for e in config.entities] + [x.name for x in config.lists])
+    paths.update(ADMIN_PATHS)
     return {
         "openapi": "3.1.0",
         "info": {"title": "cachetail", "version": "0.1.0",
-                 "description": "Users and products, cache-aside from Redis; MySQL is the truth."},
-        "paths": {
-            "/user/{user_id}": {"get": {
-                "summary": "One user (cached)", "parameters": [_ID_PARAM],
-                "responses": {"200": _json("the user", _REF["User"], True), "400": bad,
-                              "404": _error("no such user"), "503": _error("MySQL down, not cached")}}},
-            "/user/{user_id}/nocache": {"get": {
-                "summary": "One user, straight from MySQL", "parameters": [_ID_PARAM],
-                "responses": {"200": _json("the user", _REF["User"]), "400": bad,
-                              "404": _error("no such user"), "503": _error("MySQL down")}}},
-            "/products": {"get": {
-                "summary": "Every product ordered by id (cached per category)",
-                "parameters": [{"name": "category", "in": "query", "required": False,
-                                "schema": {"type": "string", "minLength": 1,
-                                           "maxLength": MAX_CATEGORY_LEN}}],
-                "responses": {"200": _json("the products", {"type": "array", "items": _REF["Product"]}, True),
-                              "400": bad, "503": _error("MySQL down, not cached")}}},
-            "/cache/stats": {"get": {
-                "summary": "Hits, misses and bypasses of this API; Redis's own figures",
-                "responses": {"200": _json("figures", {"type": "object"})}}},
-            "/cache/clear": {"post": {
-                "summary": "Remove every cachetail key (never FLUSHDB)",
-                "security": [{"bearer": []}],
-                "responses": {"200": _json("count removed", {"type": "object", "properties": {
-                    "removed": {"type": "integer"}}}),
-                    "401": _error("no Authorization header"),
-                    "403": _error("wrong token, or clearing disabled"),
-                    "503": _error("Redis unavailable")}}},
-            "/health": {"get": {
-                "summary": "State of MySQL and Redis",
-                "responses": {"200": _json("ok or degraded (Redis down)", {"type": "object"}),
-                              "503": _json("MySQL down", {"type": "object"})}}},
-            "/metrics": {"get": {"summary": "Prometheus metrics",
-                                 "responses": {"200": {"description": "text format"}}}},
-        },
-        "components": {"schemas": SCHEMAS,
+                 "description": f"{names}: cache-aside from Redis, declared in {Path(config.source).name};"
+                                " MySQL is the truth."},
+        "paths": paths,
+        "components": {"schemas": schemas,
                        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
     }
 
 
+ADMIN_PATHS: dict[str, Any] = {
+    "/cache/stats": {"get": {
+        "summary": "Hits, misses and bypasses of this API, per entity and list; Redis's own figures",
+        "responses": {"200": _json("figures", {"type": "object"})}}},
+    "/cache/clear": {"post": {
+        "summary": "Remove every cachetail key (never FLUSHDB)",
+        "security": [{"bearer": []}],
+        "responses": {"200": _json("count removed", {"type": "object", "properties": {
+            "removed": {"type": "integer"}}}),
+            "401": _error("no Authorization header"),
+            "403": _error("wrong token, or clearing disabled"),
+            "503": _error("Redis unavailable")}}},
+    "/health": {"get": {
+        "summary": "State of MySQL and Redis",
+        "responses": {"200": _json("ok or degraded (Redis down)", {"type": "object"}),
+                      "503": _json("MySQL down", {"type": "object"})}}},
+    "/metrics": {"get": {"summary": "Prometheus metrics",
+                         "responses": {"200": {"description": "text format"}}}},
+}
+
+
 async def openapi(request: Request) -> Response:
-    return JSONResponse(openapi_schema())
+    svc = request.app.state.services
+    return JSONResponse(openapi_schema(svc.config, svc.catalog))
 
 
 def _page(request: Request, title: str, head: str, body: str) -> HTMLResponse:

@@ -67,13 +67,24 @@ def registry() -> CollectorRegistry:
 def lookup_totals() -> dict[str, float]:
     """cachetail_cache_lookups_total summed by result over entities (and workers)."""
     totals = {"hit": 0.0, "miss": 0.0, "bypass": 0.0}
+    for by_result in lookups_by_entity().values():
+        for result, value in by_result.items():
+            totals[result] += value
+    return totals
+
+
+def lookups_by_entity() -> dict[str, dict[str, float]]:
+    """cachetail_cache_lookups_total by entity (or list) name and result, summed over workers."""
+    out: dict[str, dict[str, float]] = {}
     for family in registry().collect():
         if family.name != "cachetail_cache_lookups":
             continue
         for sample in family.samples:
-            if sample.name.endswith("_total") and sample.labels.get("result") in totals:
-                totals[sample.labels["result"]] += sample.value
-    return totals
+            result = sample.labels.get("result")
+            if sample.name.endswith("_total") and result in ("hit", "miss", "bypass"):
+                by_result = out.setdefault(sample.labels.get("entity", ""), {"hit": 0.0, "miss": 0.0, "bypass": 0.0})
+                by_result[result] += sample.value
+    return out
 
 
 def nearcache_totals() -> dict[str, int]:

@@ -1,9 +1,20 @@
-"""What the lifespan builds and every handler uses: pools, the cache, the settings."""
+"""What the lifespan builds and every handler uses: pools, the cache, the catalog, the settings.
+
+The declaration (cachetail.toml) is read before anything starts; its catalog (columns,
+codecs) needs MySQL's ``information_schema``.  A mistake there fails the start with one
+line per problem.  MySQL unreachable at start is no mistake: the catalog is resolved in
+the background, once a second, and until then declared routes answer 503.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
+from typing import Any
+
+import anyio.to_thread
+import pymysql
 
 from redis.asyncio import Redis, RedisCluster
 from starlette.requests import Request
@@ -16,15 +27,22 @@ from api.lean import LeanRedis
 from api.nearcache import NearCache
 from api.redisconn import Breaker, Guard, RedisUnavailable, build_client
 from api.settings import ApiSettings
+from api.errors import ApiError
 from api.tracking import Tracker
+from cachetail.config import Config, ConfigError
 from cachetail.keyspace import Keyspace
+from cachetail.schema import Catalog, Entity, Listing, resolve
 
 log = logging.getLogger("api")
+
+
+RESOLVE_RETRY_S = 1.0
 
 
 @dataclass
 class Services:
     settings: ApiSettings = field(repr=False)
+    config: Config
     keys: Keyspace
     db: Database
     redis: Redis | RedisCluster
@@ -33,23 +51,77 @@ class Services:
     lean: LeanRedis | ClusterLean | None = None  # the hot reads' connection(s)
     near: NearCache | None = None
     tracker: Tracker | ClusterTracker | None = None
+    catalog: Catalog | None = None
+    _resolving: asyncio.Task[None] | None = None
 
     @classmethod
-    def build(cls, settings: ApiSettings, after_select: AfterSelect | None = None) -> Services:
+    def build(cls, settings: ApiSettings, config: Config,
+              after_select: AfterSelect | None = None) -> Services:
         keys = Keyspace.from_cache_settings(settings.cache)
         db = Database(settings.mysql, settings.db_pool_size)
         client = build_client(settings.redis)
         limit = settings.redis.max_connections if settings.redis.cluster else None
         guard = Guard(Breaker(settings.redis_breaker_s), limit, settings.redis.socket_timeout_s)
         lean = ClusterLean(settings.redis) if settings.redis.cluster else LeanRedis(settings.redis)
-        near, tracker = start_tracking(settings, keys, lean)  # in the lifespan: on the running loop
+        prefixes = [keys.row_prefix(e.key_tag) for e in config.entities if e.nearcache]
+        near, tracker = start_tracking(settings, prefixes, lean)  # in the lifespan: on the running loop
         cache = Cache(client, guard, keys, settings.cache, after_select=after_select,
                       lean=lean, near=near)
-        return cls(settings, keys, db, client, guard, cache, lean, near, tracker)
+        return cls(settings, config, keys, db, client, guard, cache, lean, near, tracker)
+
+    # ------------------------------------------------------------------ catalog
+
+    def entity(self, name: str) -> Entity:
+        catalog = self.ready()
+        return next(e for e in catalog.entities if e.name == name)
+
+    def listing(self, name: str) -> Listing:
+        catalog = self.ready()
+        return next(x for x in catalog.lists if x.name == name)
+
+    def ready(self) -> Catalog:
+        if self.catalog is None:
+            raise ApiError(503, "starting", "waiting for MySQL to read the declared tables; retry",
+                           {"Retry-After": "1"})
+        return self.catalog
+
+    def _resolve(self) -> Catalog:
+        kwargs: dict[str, Any] = self.settings.mysql.pymysql_kwargs()
+        conn = pymysql.connect(**kwargs)
+        try:
+            return resolve(self.config, conn, self.settings.mysql.database)
+        finally:
+            conn.close()
+
+    async def resolve_catalog(self) -> None:
+        """Now, or (MySQL unreachable) in the background until it works.  ConfigError: the
+        declaration does not fit the database, which no retry will fix."""
+        try:
+            self.catalog = await anyio.to_thread.run_sync(self._resolve)
+        except pymysql.err.MySQLError as exc:
+            log.warning("MySQL unreachable (%s): declared routes answer 503 until the tables are read",
+                        type(exc).__name__)
+            self._resolving = asyncio.ensure_future(self._resolve_later())
+
+    async def _resolve_later(self) -> None:
+        while self.catalog is None:
+            await asyncio.sleep(RESOLVE_RETRY_S)
+            try:
+                self.catalog = await anyio.to_thread.run_sync(self._resolve)
+                log.info("declared tables read: serving %s", ", ".join(
+                    [e.name for e in self.config.entities] + [x.name for x in self.config.lists]))
+            except pymysql.err.MySQLError:
+                continue
+            except ConfigError as exc:
+                for line in exc.errors:
+                    log.error("%s: %s", exc.source, line)
+                return
 
     async def start(self) -> None:
-        """On a cluster, load the slot maps before the first request needs them (a failure
-        here is not fatal: each client loads its map on first use, and the guard covers that)."""
+        """The catalog, then on a cluster the slot maps before the first request needs them (a
+        failure there is not fatal: each client loads its map on first use, and the guard
+        covers that)."""
+        await self.resolve_catalog()
         if isinstance(self.redis, RedisCluster):
             try:
                 await self.guard.run("connect", self.redis.initialize, probe=True)
@@ -60,6 +132,8 @@ class Services:
                             exc.error_class)
 
     async def close(self) -> None:
+        if self._resolving is not None:
+            self._resolving.cancel()
         if self.tracker is not None:
             await self.tracker.close()
         if self.lean is not None:
@@ -70,18 +144,21 @@ class Services:
         self.db.close()
 
 
-def start_tracking(settings: ApiSettings, keys: Keyspace, lean: LeanRedis | ClusterLean
+def start_tracking(settings: ApiSettings, prefixes: list[str], lean: LeanRedis | ClusterLean
                    ) -> tuple[NearCache | None, Tracker | ClusterTracker | None]:
     """The worker's near-cache and its tracker, connecting already; (None, None) when off."""
     if not settings.nearcache:
         log.info("near-cache off: NEARCACHE=false")
         return None, None
+    if not prefixes:
+        log.info("near-cache off: no entity declares nearcache = true")
+        return None, None
     near = NearCache(settings.near.max_entries, settings.near.max_bytes)
     tracker: Tracker | ClusterTracker
     if isinstance(lean, ClusterLean):
-        tracker = ClusterTracker(lean, keys.users_prefix(), near)
+        tracker = ClusterTracker(lean, prefixes, near)
     else:
-        tracker = Tracker(settings.redis, keys.users_prefix(), near)
+        tracker = Tracker(settings.redis, prefixes, near)
     tracker.start()
     return near, tracker
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from cachetail.config import config_path
 from cachetail.settings import (
     CacheSettings,
     MySQLSettings,
@@ -48,6 +50,7 @@ class ApiSettings:
     db_pool_size: int
     redis_breaker_s: float
     health_timeout_s: float
+    config_path: Path = Path("cachetail.toml")  # CACHETAIL_CONFIG: what is cached (cachetail/config.py)
 
     @property
     def nearcache(self) -> bool:
@@ -69,4 +72,5 @@ class ApiSettings:
             # After a Redis connection failure, skip Redis for this long (0 = never skip).
             redis_breaker_s=r.float("API_REDIS_BREAKER_S", 1.0, lo=0.0, hi=60.0),
             health_timeout_s=r.float("API_HEALTH_TIMEOUT_S", 1.0, lo=0.05, hi=30.0),
+            config_path=config_path(env),
         )

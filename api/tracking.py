@@ -22,6 +22,7 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -68,15 +69,21 @@ class LogEvery:
             self._logger.warning(message, *args)
 
 
+def tracking_command(prefixes: str | Sequence[str]) -> bytes:
+    """CLIENT TRACKING on BCAST with one PREFIX per near-cached entity."""
+    names = [prefixes] if isinstance(prefixes, str) else list(prefixes)
+    return pack("CLIENT", "TRACKING", "on", "BCAST", *(a for p in names for a in ("PREFIX", p)))
+
+
 class Tracker:
-    def __init__(self, settings: RedisSettings, prefix: str, near: NearCache, *,
+    def __init__(self, settings: RedisSettings, prefix: str | Sequence[str], near: NearCache, *,
                  heartbeat_s: float = HEARTBEAT_S, name: str = "cachetail-api-tracking") -> None:
         self.prefix = prefix
         self._settings = settings
         self._near = near
         self._heartbeat_s = heartbeat_s
         self._name = name
-        self._tracking = pack("CLIENT", "TRACKING", "on", "BCAST", "PREFIX", prefix)
+        self._tracking = tracking_command(prefix)
         self._conn: RespConnection | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False

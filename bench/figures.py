@@ -68,4 +68,7 @@ def invalidator_figures(d: Scrape) -> dict[str, Any]:
         "seconds_behind_after": d.value(INV + "seconds_behind"),
         "reconnects": int(d.value(INV + "reconnects_total")),
         "full_invalidations": int(d.value(INV + "full_invalidations_total")),
+        # the consistency auditor (in the leader): checks it made and what it found
+        "audit_checks": {k: int(v) for k, v in d.by("cachetail_audit_checks_total", "result").items()},
+        "audit_repairs": int(d.value("cachetail_audit_repairs_total")),
     }

@@ -196,6 +196,8 @@ def _freshness(r: dict[str, Any], ui: UI) -> None:
         ["invalidator commit -> applied p50/p99 (ms, 1 s resolution)", _pair(inv["commit_to_applied"])],
         ["invalidator transactions / keys deleted", f"{inv['transactions']:,} / "
                                                     f"{inv['keys'].get('deleted', 0):,}"],
+        ["auditor checks / inconsistent (0 expected)",
+         f"{sum(inv.get('audit_checks', {}).values()):,} / {inv.get('audit_checks', {}).get('inconsistent', 0):,}"],
         [f"stale reads later than {r['bound_s']:g} s after commit", num(r["stale_reads_after_bound"])],
         ["reads older than a value already seen", num(r["reads_older_than_already_seen"])],
         ["writes never seen by a reader", num(r["writes_never_seen"])],

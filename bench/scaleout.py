@@ -196,12 +196,12 @@ def list_distribution(s: Servers, url: str, args: argparse.Namespace) -> dict[st
         wrk.run(url, paths, duration_s=max(1.0, args.duration / 5), connections=args.connections,
                 threads=1)
         reads = {name: calls - before[name] for name, calls in mgets().items()}
-        keys = {name: sum(1 for _ in node.scan_iter(match="ct:{p}:*", count=1000))
+        keys = {name: sum(1 for pattern in ("ct:{p}*", "ct:{p:*") for _ in node.scan_iter(match=pattern, count=1000))
                 for name, node in nodes.items()}
     finally:
         client.close()
     total_keys, total_reads = sum(keys.values()) or 1, sum(reads.values()) or 1
-    print(f"product lists on the cluster ({len(paths)} variants, all under the {{p}} hash tag):")
+    print(f"product lists on the cluster ({len(paths)} variants, a hash slot each):")
     for name in sorted(nodes):
         print(f"  primary {name:<22} list keys {keys[name]:>4} ({keys[name] / total_keys:6.1%})"
               f"   list reads {reads[name]:>8,} ({reads[name] / total_reads:6.1%})")

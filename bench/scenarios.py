@@ -23,8 +23,8 @@ from bench.stats import first_time_at_least, ratio, summarize, windows
 from bench.target import Target
 from bench.ui import UI
 
-USER_ROUTE = "/user/{user_id}"
-NOCACHE_ROUTE = "/user/{user_id}/nocache"
+USER_ROUTE = "/user/{id}"
+NOCACHE_ROUTE = "/user/{id}/nocache"
 TARGET_HIT_RATE = 0.80  # the lab's target
 
 

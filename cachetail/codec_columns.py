@@ -62,6 +62,7 @@ class Column:
     unsigned: bool = False
     members: tuple[str, ...] = ()  # ENUM / SET, in definition order
     is_json: bool = False  # MariaDB JSON: LONGTEXT with a json_valid() check
+    auto_increment: bool = False  # its values start at 1 (0 asks for the next one)
 
     @classmethod
     def from_information_schema(cls, row: Mapping[str, Any], is_json: bool = False) -> Column:
@@ -82,6 +83,7 @@ class Column:
             unsigned=bool(re.search(r"\bunsigned\b", column_type, re.IGNORECASE)),
             members=parse_members(column_type) if data_type in ("enum", "set") else (),
             is_json=is_json,
+            auto_increment="auto_increment" in str(row.get("EXTRA") or "").lower(),
         )
 
     @property
@@ -102,7 +104,7 @@ class Column:
         if bits is None:
             raise CodecError(f"column {self.name!r} is not an integer")
         if self.unsigned:
-            return 0, (1 << bits) - 1
+            return (1 if self.auto_increment else 0), (1 << bits) - 1
         return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
 
 
@@ -157,7 +159,8 @@ def _quoted(text: str, i: int) -> tuple[str, int]:
 
 _COLUMNS_SQL = (
     "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_NULLABLE, CHARACTER_SET_NAME, COLLATION_NAME,"
-    " CHARACTER_MAXIMUM_LENGTH, NUMERIC_PRECISION, NUMERIC_SCALE, DATETIME_PRECISION, ORDINAL_POSITION"
+    " CHARACTER_MAXIMUM_LENGTH, NUMERIC_PRECISION, NUMERIC_SCALE, DATETIME_PRECISION, ORDINAL_POSITION,"
+    " EXTRA"
     " FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s"
     " ORDER BY ORDINAL_POSITION"
 )

@@ -227,25 +227,6 @@ class KeyCodec:
         """The key text of a python-mysql-replication row image."""
         return self._text([self._value(values, n) for n in self.names])
 
-    def binlog_texter(self) -> Callable[[Mapping[str, Any]], str]:
-        """:meth:`text_from_binlog` as one call for a hot loop: the same text, and for a
-        key of one column no list or join; an image it cannot name raises as that does."""
-        if len(self.names) != 1:
-            return self.text_from_binlog
-        (name,), (texter,) = self.names, self._texters
-        slow = self.text_from_binlog
-
-        def text(values: Mapping[str, Any]) -> str:
-            value = values.get(name)
-            if value is None:
-                return slow(values)
-            try:
-                return texter(value)
-            except TypeError:
-                return slow(values)
-
-        return text
-
     def canonical(self, requested: Sequence[Any], row: Mapping[str, Any]) -> bool:
         """Whether the row found for the parsed ``requested`` values spells them exactly,
         so that its copy may be stored under their key."""

@@ -52,7 +52,7 @@ class Weigher:
 
     def sql(self, count: int) -> str:
         """One SELECT returning the weights of ``count`` values, in order."""
-        return "SELECT " + ", ".join([self.sql_one] * count)
+        return "SELECT " + ", ".join(f"{self.sql_one} AS w{i}" for i in range(count))
 
     def known(self, value: str) -> str | None:
         found = self._known.get(value)

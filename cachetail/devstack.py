@@ -9,6 +9,7 @@ format, FULL row image, FULL row metadata, a server id).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -22,6 +23,7 @@ import pymysql
 
 ROOT = Path(__file__).resolve().parent.parent
 SQL_DIR = ROOT / "sql"
+EXAMPLES_DIR = SQL_DIR / "examples"
 SEARCH_PATH = ("/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin", "/usr/libexec")
 
 BINLOG_ARGS: tuple[str, ...] = (
@@ -459,10 +461,22 @@ class MariaDB(_Server):
             conn.close()
 
 
+def _passwords(api_password: str, invalidator_password: str) -> dict[str, str]:
+    return {"CHANGE_ME_API_PASSWORD": api_password, "CHANGE_ME_INVALIDATOR_PASSWORD": invalidator_password}
+
+
 def load_schema(db: MariaDB, api_password: str, invalidator_password: str) -> None:
     """init_db.sql, then grants.sql with the placeholders replaced."""
     db.run_sql_file(SQL_DIR / "init_db.sql")
-    db.run_sql_file(SQL_DIR / "grants.sql", {
-        "CHANGE_ME_API_PASSWORD": api_password,
-        "CHANGE_ME_INVALIDATOR_PASSWORD": invalidator_password,
-    })
+    db.run_sql_file(SQL_DIR / "grants.sql", _passwords(api_password, invalidator_password))
+
+
+def load_example(db: MariaDB, name: str, api_password: str, invalidator_password: str) -> None:
+    """sql/examples/<name>.sql, then <name>_grants.sql with the placeholders replaced
+    (``load_example(db, "shop", ...)``: the schema examples/shop.toml declares)."""
+    schema = EXAMPLES_DIR / f"{name}.sql"
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", name) or not schema.is_file():
+        known = ", ".join(sorted(p.stem for p in EXAMPLES_DIR.glob("*.sql") if not p.stem.endswith("_grants")))
+        raise DevStackError(f"no example schema {name!r} in {EXAMPLES_DIR} (known: {known})")
+    db.run_sql_file(schema)
+    db.run_sql_file(EXAMPLES_DIR / f"{name}_grants.sql", _passwords(api_password, invalidator_password))

@@ -1,72 +1,73 @@
-"""The keyspace: every key cachetail owns, its TTL, and the bytes stored in it.
+"""The keyspace: every key cachetail owns, and the framing of the values stored in it.
 
-The API and the invalidator both build keys and values here and nowhere else,
-so a refresh by the invalidator stores exactly the bytes a cold read would.
+The API and the invalidator both build keys here and nowhere else, from the
+declaration (cachetail.toml): an entity's row key from its key text, a list
+variant's keys from the variant's filter assignment.
 
 Keys (``ct`` is ``CACHE_KEY_PREFIX``; ``{...}`` is a Redis Cluster hash tag so
 every multi-key script touches one slot)::
 
-    ct:{u:42}            one user: its JSON object, a negative entry or a lease
-    ct:{p}:gen           generation of the product lists (an integer, bumped)
-    ct:{p}:all           the list of every product
-    ct:{p}:c:<category>  the list of one category (category percent-encoded)
-    ct:{inv}:position    the invalidator's binlog position (JSON)
-    ct:{inv}:leader      the invalidator leader's lease: "<token> <owner>"
-    ct:{inv}:fence       the last fencing token handed out (an integer)
-    ct:{f<tag>}:fence    on Redis Cluster, the highest token that wrote to the
-                         slot of ``<tag>`` (one such key per slot written)
+    ct:{<tag>:<key>}       one entity row: its JSON object, a negative entry or a lease
+                           (the lab's users: ct:{u:42}); <key> is the key columns'
+                           exact texts joined by ':' (see cachetail/codec_keys.py)
+    ct:{<variant>}:gen     a list variant's generation (an integer, bumped)
+    ct:{<variant>}:v       its first page;  ct:{<variant>}:a:<cursor>  a page after a cursor
+                           <variant> is <tag> or <tag>:<param>=<text>&... (the lab's
+                           products: ct:{p}:v, ct:{p:category=~<weight>}:v)
+    ct:{inv}:position      the invalidator's binlog position (JSON)
+    ct:{inv}:leader        the invalidator leader's lease: "<token> <owner>"
+    ct:{inv}:fence         the last fencing token handed out (an integer)
+    ct:{f<tag>}:fence      on Redis Cluster, the highest token that wrote to the
+                           slot of ``<tag>`` (one such key per slot written)
 
 Value framing — the first byte tells a value from a control record:
 
-    ``{`` / ``[``        a JSON value (a user)
+    ``{`` / ``[``        a JSON value (a row)
     ``\\x00`` + token    a fill's lease
     ``\\x01``            a negative entry: the row does not exist
-    ``\\x02<gen>\\n``     a product list stamped with the generation it was read
+    ``\\x02<gen>\\n``     a list page stamped with the generation it was read
                          under, followed by its JSON array
 
-Product lists are invalidated by bumping ``gen``: O(1) for any number of
-variants, no SCAN or KEYS.  A reader fetches the generation and the variant in
-one MGET (same slot) and treats a stamp that differs from the generation, or a
-missing generation, as a miss.  A missing generation (evicted, cleared) is
-re-created from the server clock in microseconds, never from 0 or 1, so it
-starts above every generation handed out before and an old stamp can never
-match again.
+A row change bumps the generation of each variant it belongs to: O(1) per variant
+for any number of pages, no SCAN or KEYS.  A reader fetches the generation and the
+page in one MGET (same slot) and treats a stamp that differs from the generation,
+or a missing generation, as a miss.  A missing generation (evicted, cleared) is
+re-created from the server clock in microseconds, never from 0 or 1, so it starts
+above every generation handed out before and an old stamp can never match again.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import decimal
 import functools
-import json
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
 LEASE = b"\x00"
 NEGATIVE = b"\x01"
 STAMPED = b"\x02"
 
-USER_COLUMNS: tuple[str, ...] = ("id", "username", "email", "full_name", "created_at", "updated_at")
-PRODUCT_COLUMNS: tuple[str, ...] = (
-    "id", "name", "description", "price", "stock", "category", "created_at", "updated_at",
-)
-USERS_TABLE = "users"
-PRODUCTS_TABLE = "products"
 
-MAX_ID = 4_294_967_295  # INT UNSIGNED
-MAX_CATEGORY_LEN = 50  # products.category VARCHAR(50)
+
+@dataclass(frozen=True)
+class KeyParts:
+    """An owned key, taken apart (see :meth:`Keyspace.parse`)."""
+
+    kind: str  # "row", "page", "generation", "state" or "foreign"
+    tag: str = ""
+    text: str = ""  # a row's key text
+    assignment: tuple[tuple[str, str], ...] = ()  # a list variant's (param, text) pairs
+    cursor: str | None = None  # a page after a cursor
+
+    @property
+    def variant(self) -> str:
+        return Keyspace.variant(self.tag, self.assignment)
 
 
 @dataclass(frozen=True)
 class Keyspace:
-    """Key names and TTLs for one deployment (its prefix and settings)."""
+    """Key names for one deployment (its prefix); the TTLs are in the declaration."""
 
     prefix: str = "ct"
-    ttl_user_s: int = 3600
-    ttl_products_s: int = 300
-    ttl_negative_s: int = 30
 
     # ---- declared entities and lists (cachetail.toml); every key below is built here
 
@@ -101,28 +102,40 @@ class Keyspace:
         """SCAN patterns of every key of one list (DDL on its table; never a hot path)."""
         return f"{self.prefix}:{{{tag}}}*", f"{self.prefix}:{{{tag}:*"
 
+    def parse(self, key: str | bytes) -> KeyParts:
+        """What an owned key holds, from its name (the inverse of the builders above)."""
+        name = key.decode(errors="replace") if isinstance(key, bytes) else key
+        start = self.prefix + ":{"
+        end = name.find("}", len(start))
+        if not name.startswith(start) or end < 0:
+            return KeyParts("foreign")
+        content, rest = name[len(start):end], name[end + 1:]
+        if rest == "":
+            tag, sep, text = content.partition(":")
+            return KeyParts("row", tag, text) if sep else KeyParts("foreign")
+        if rest in (":inv", ":fence", ":position", ":leader") or content == "inv":
+            return KeyParts("state")
+        tag, _, variant = content.partition(":")
+        assignment = tuple(tuple(part.split("=", 1)) for part in variant.split("&")) if variant else ()
+        if any(len(pair) != 2 for pair in assignment):
+            return KeyParts("foreign")
+        pairs = tuple((p, t) for p, t in assignment)
+        if rest == ":gen":
+            return KeyParts("generation", tag, assignment=pairs)
+        if rest == ":v":
+            return KeyParts("page", tag, assignment=pairs)
+        if rest.startswith(":a:"):
+            return KeyParts("page", tag, assignment=pairs, cursor=rest[3:])
+        return KeyParts("foreign")
+
     def user(self, user_id: int) -> str:
-        return f"{self.prefix}:{{u:{user_id}}}"
-
-    def products_generation(self) -> str:
-        return f"{self.prefix}:{{p}}:gen"
-
-    def products(self, category: str | None = None) -> str:
-        if category is None:
-            return f"{self.prefix}:{{p}}:all"
-        return f"{self.prefix}:{{p}}:c:{quote(category, safe='')}"
+        """The lab's users (cachetail.toml: ``key_tag = "u"``), for tools and tests; the
+        API and the invalidator build every key from the declaration."""
+        return self.row("u", str(user_id))
 
     def owned_pattern(self) -> str:
         """SCAN pattern matching every key this deployment owns (admin paths only)."""
         return f"{self.prefix}:*"
-
-    def users_pattern(self) -> str:
-        """SCAN pattern matching every user key (the invalidator, after DDL on users)."""
-        return f"{self.prefix}:{{u:*"
-
-    def users_prefix(self) -> str:
-        """What every user key starts with: the near-cache's client-tracking prefix."""
-        return f"{self.prefix}:{{u:"
 
     def invalidator_position(self) -> str:
         """The invalidator's saved binlog position (JSON), written with its work."""
@@ -141,12 +154,13 @@ class Keyspace:
         return f"{self.prefix}:{{{slot_tag(slot)}}}:fence"
 
     def state_keys(self) -> tuple[str, ...]:
-        """Keys under the prefix that are state, not cached data: never counted or cleared."""
-        return (self.products_generation(), self.invalidator_position(),
-                self.invalidator_leader(), self.invalidator_fence())
+        """Keys under the prefix that are state, not cached data: never counted or cleared
+        (nor the list generations and slot fences, see is_state)."""
+        return (self.invalidator_position(), self.invalidator_leader(), self.invalidator_fence())
 
     def is_state(self, key: bytes) -> bool:
-        return key in self._state_bytes or key.endswith(b"}:fence")
+        """Generations stay, so they only ever grow; fences and the leader's state stay."""
+        return key in self._state_bytes or key.endswith((b"}:fence", b"}:gen"))
 
     @property
     def _state_bytes(self) -> frozenset[bytes]:
@@ -154,12 +168,7 @@ class Keyspace:
 
     @classmethod
     def from_cache_settings(cls, cache: Any) -> Keyspace:
-        return cls(
-            prefix=cache.key_prefix,
-            ttl_user_s=cache.ttl_user_s,
-            ttl_products_s=cache.ttl_products_s,
-            ttl_negative_s=cache.ttl_negative_s,
-        )
+        return cls(prefix=cache.key_prefix)
 
 
 # ------------------------------------------------------------ cluster slots
@@ -191,50 +200,6 @@ def _slot_tags() -> tuple[str, ...]:
 
 def slot_tag(slot: int) -> str:
     return _slot_tags()[slot]
-
-
-# ---------------------------------------------------------------- serializer
-
-
-def _utc_iso(value: dt.datetime) -> str:
-    if value.tzinfo is not None:
-        value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
-    text = value.isoformat(timespec="microseconds" if value.microsecond else "seconds")
-    return text + "Z"
-
-
-def _json_value(value: Any) -> Any:
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    if isinstance(value, dt.datetime):
-        return _utc_iso(value)
-    if isinstance(value, decimal.Decimal):
-        return format(value, "f")  # a decimal string, never a float
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    if isinstance(value, bytes):
-        return value.decode("utf-8")
-    if isinstance(value, float):
-        return value
-    raise TypeError(f"cannot serialize {type(value).__name__}")
-
-
-def _object(row: Mapping[str, Any], columns: tuple[str, ...]) -> dict[str, Any]:
-    return {name: _json_value(row[name]) for name in columns}
-
-
-def _dumps(obj: Any) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-
-
-def serialize_user(row: Mapping[str, Any]) -> bytes:
-    """A users row (from a SELECT or a binlog row image) as the JSON bytes served."""
-    return _dumps(_object(row, USER_COLUMNS))
-
-
-def serialize_products(rows: Iterable[Mapping[str, Any]]) -> bytes:
-    """Product rows, already ordered by id, as the JSON array served."""
-    return _dumps([_object(row, PRODUCT_COLUMNS) for row in rows])
 
 
 # ------------------------------------------------------------- value framing
@@ -274,7 +239,7 @@ end
 return 0
 """
 
-# Take a lease on a product list variant unless it holds a current value or a
+# Take a lease on a list page unless it holds a current value or a
 # live lease.  KEYS[1]=gen  KEYS[2]=variant  ARGV[1]=token  ARGV[2]=lease ms
 # Returns {state, payload}: state 1 = lease taken (payload = generation),
 # 2 = fresh value (payload = value), 0 = someone else's lease.
@@ -287,7 +252,7 @@ local function new_generation()
 end
 """
 
-PRODUCTS_LEASE = _NEW_GENERATION + """
+LIST_LEASE = _NEW_GENERATION + """
 local gen = redis.call('GET', KEYS[1]) or new_generation()
 local v = redis.call('GET', KEYS[2])
 if v then
@@ -302,10 +267,10 @@ redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 return {1, gen}
 """
 
-# Store a product list only while this fill's lease holds and no product
-# changed since the fill read the generation.
+# Store a list page only while this fill's lease holds and no row of the
+# variant changed since the fill read the generation.
 # KEYS[1]=gen KEYS[2]=variant ARGV[1]=token ARGV[2]=generation ARGV[3]=value ARGV[4]=ttl s
-PRODUCTS_CAS_STORE = """
+LIST_CAS_STORE = """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
 if redis.call('GET', KEYS[1]) ~= ARGV[2] then
   redis.call('DEL', KEYS[2])
@@ -325,10 +290,10 @@ end
 return 0
 """
 
-# Invalidate every product list variant at once.  KEYS[1]=gen.  Returns the new
+# Invalidate every page of a list variant at once.  KEYS[1]=gen.  Returns the new
 # generation.  INCR alone would restart a deleted generation at 1, where an old
 # stamp could match again.
-PRODUCTS_BUMP = _NEW_GENERATION + """
+LIST_BUMP = _NEW_GENERATION + """
 if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('INCR', KEYS[1]) end
 return tonumber(new_generation())
 """

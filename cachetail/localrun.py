@@ -41,8 +41,6 @@ DB_PASSWORD={secrets.token_urlsafe(18)}
 REDIS_HOST=127.0.0.1
 REDIS_PORT={DEFAULT_REDIS_PORT}
 ADMIN_TOKEN={secrets.token_urlsafe(24)}
-CACHE_TTL_USER_S=3600
-CACHE_TTL_PRODUCTS_S=300
 # The invalidator's own least-privilege account (replication + SELECT).
 INVALIDATOR_DB_USER=cachetail_invalidator
 INVALIDATOR_DB_PASSWORD={secrets.token_urlsafe(18)}
@@ -100,6 +98,19 @@ def invalidator_env(env: dict[str, str], state: Path) -> dict[str, str]:
     return child
 
 
+def drop_moved_ttls(path: Path) -> None:
+    """A .env an earlier `make run` wrote holds CACHE_TTL_* lines: the TTLs live in
+    cachetail.toml now, and the settings refuse those variables.  Take them out."""
+    text = path.read_text()
+    if not text.startswith("# Written by `make run`"):
+        return
+    kept = [line for line in text.splitlines(keepends=True)
+            if not line.startswith(("CACHE_TTL_USER_S=", "CACHE_TTL_PRODUCTS_S=", "CACHE_TTL_NEGATIVE_S="))]
+    if len("".join(kept)) != len(text):
+        path.write_text("".join(kept))
+        print("removed CACHE_TTL_* from .env: TTLs are declared in cachetail.toml now", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make run", description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=5000, help="API port (default 5000)")
@@ -113,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     if not env_path.exists():
         write_env(env_path)
         print("wrote .env for the local stack (secrets generated, mode 0600)", flush=True)
+    else:
+        drop_moved_ttls(env_path)
     env = load_environment(env_path)
     state = ROOT / ".state"
     state.mkdir(exist_ok=True)

@@ -8,8 +8,9 @@ NOT NULL unique key, a type cachetail cannot serve or key on, an order that cann
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import pymysql
 
@@ -64,6 +65,41 @@ class Listing:
     def name(self) -> str:
         return self.spec.name
 
+    def page_sql(self, filters: Sequence[tuple[Filter, Any]], after: Sequence[Any] | None
+                 ) -> tuple[str, tuple[Any, ...]]:
+        """One page: the filters' equalities, after the cursor in the list's order, its limit."""
+        where = [f"{quote_identifier(f.column.name)} = %s" for f, _ in filters]
+        args: list[Any] = [value for _, value in filters]
+        if after is not None:
+            condition, after_args = self.keyset(after)
+            where.append(condition)
+            args.extend(after_args)
+        sql = self.select_sql + (" WHERE " + " AND ".join(where) if where else "") + " " + self.order_sql
+        return sql, tuple(args)
+
+    def keyset(self, after: Sequence[Any]) -> tuple[str, list[Any]]:
+        """Rows after the cursor in the list's order (each column ascending or descending):
+        ``(a > x) OR (a = x AND b < y) ...`` and its arguments."""
+        ors, args = [], []
+        for i, (column, descending) in enumerate(self.order):
+            terms = [f"{quote_identifier(c.name)} = %s" for c, _ in self.order[:i]]
+            terms.append(f"{quote_identifier(column.name)} {'<' if descending else '>'} %s")
+            ors.append("(" + " AND ".join(terms) + ")")
+            args.extend([*after[:i], after[i]])
+        return "(" + " OR ".join(ors) + ")", args
+
+    def payload(self, rows: Sequence[Mapping[str, Any]]) -> bytes:
+        """What a page's value holds: the JSON array, after the next page's cursor when paged
+        (``<cursor or nothing>\\n<json>``; a full page has a next)."""
+        body = self.rows.list_from_select(rows)
+        if not self.spec.paging:
+            return body
+        more = self.cursor is not None and len(rows) == self.spec.limit and rows
+        return (self.cursor.text_from_row(rows[-1]).encode() if self.cursor and more else b"") + NEXT + body
+
+
+NEXT = b"\n"  # a paged value: <next cursor or nothing> NEXT <json array>
+
 
 @dataclass(frozen=True)
 class Catalog:
@@ -89,7 +125,7 @@ class _Table:
         self.quoted = f"{quote_identifier(database)}.{quote_identifier(name)}"
         self.columns = {c.name: c for c in load_columns(conn, name, database)}
         uniques: dict[str, list[str]] = {}
-        with conn.cursor() as cur:
+        with conn.cursor(pymysql.cursors.Cursor) as cur:  # tuples, whatever the connection's default
             cur.execute(_UNIQUE_SQL, (database, name))
             for index, column in cur.fetchall():
                 uniques.setdefault(str(index), []).append(str(column))

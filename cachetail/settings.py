@@ -254,11 +254,12 @@ class RedisSettings:
         return kwargs
 
 
+MOVED_TO_CONFIG = {"CACHE_TTL_USER_S": "entities.user.ttl_s", "CACHE_TTL_PRODUCTS_S": "lists.products.ttl_s",
+                   "CACHE_TTL_NEGATIVE_S": "entities.user.negative_ttl_s"}
+
+
 @dataclass(frozen=True)
 class CacheSettings:
-    ttl_user_s: int
-    ttl_products_s: int
-    ttl_negative_s: int
     lease_ms: int
     lease_wait_ms: int
     key_prefix: str
@@ -269,10 +270,10 @@ class CacheSettings:
         prefix = r.str("CACHE_KEY_PREFIX", "ct", max_len=32)
         if not all(c.isalnum() or c in "-_." for c in prefix):
             raise SettingsError("CACHE_KEY_PREFIX", "letters, digits, '-', '_' or '.'", prefix)
+        for name, moved in MOVED_TO_CONFIG.items():
+            if (env.get(name) or "").strip():
+                raise SettingsError(name, f"nothing: TTLs are declared in cachetail.toml now ({moved})")
         return cls(
-            ttl_user_s=r.int("CACHE_TTL_USER_S", 3600, lo=1, hi=30 * 86400),
-            ttl_products_s=r.int("CACHE_TTL_PRODUCTS_S", 300, lo=1, hi=30 * 86400),
-            ttl_negative_s=r.int("CACHE_TTL_NEGATIVE_S", 30, lo=1, hi=86400),
             lease_ms=r.int("CACHE_LEASE_MS", 2000, lo=10, hi=60_000),
             lease_wait_ms=r.int("CACHE_LEASE_WAIT_MS", 200, lo=0, hi=10_000),
             key_prefix=prefix,

@@ -45,7 +45,7 @@ def check_binlog(variables: dict[str, str]) -> None:
         raise CheckFailed(f"binlog_row_metadata is {value}, expected FULL: set binlog_row_metadata=FULL {WHERE}")
 
 
-def check_privileges(cur: pymysql.cursors.Cursor, database: str) -> None:
+def check_privileges(cur: pymysql.cursors.Cursor, database: str, tables: tuple[str, ...]) -> None:
     cur.execute("SHOW GRANTS FOR CURRENT_USER()")
     grants = " ".join(str(row[0]).upper() for row in cur.fetchall())
     if "REPLICATION SLAVE" not in grants and "ALL PRIVILEGES ON *.*" not in grants:
@@ -60,7 +60,7 @@ def check_privileges(cur: pymysql.cursors.Cursor, database: str) -> None:
                               " GRANT REPLICATION CLIENT ON *.* TO it (sql/grants.sql)") from None
         if exc.args[0] != 1064:  # MySQL 8.4 renamed it; the stream checks again
             raise
-    for table in ("users", "products"):
+    for table in tables:
         try:
             cur.execute(f"SELECT 1 FROM `{database}`.`{table}` LIMIT 0")
             cur.fetchall()
@@ -102,9 +102,11 @@ def check_server_id(cur: pymysql.cursors.Cursor, variables: dict[str, str], serv
         time.sleep(0.5)
 
 
-def run_checks(conn: pymysql.connections.Connection, settings: InvalidatorSettings) -> None:
+def run_checks(conn: pymysql.connections.Connection, settings: InvalidatorSettings,
+               tables: tuple[str, ...]) -> None:
+    """``tables``: the tables the declaration follows, each needing SELECT."""
     with conn.cursor() as cur:
         variables = binlog_variables(cur)
         check_binlog(variables)
-        check_privileges(cur, settings.mysql.database)
+        check_privileges(cur, settings.mysql.database, tables)
         check_server_id(cur, variables, settings.server_id, wait_s=3 * settings.heartbeat_s)

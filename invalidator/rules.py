@@ -45,7 +45,23 @@ class _EntityRule:
     entity: Entity
     tag: str
     ttl_s: int
-    text: Callable[[Image], str]  # the key text of an image (KeyCodec.binlog_texter)
+    text: Callable[[Image], str]  # the key text of an image
+
+
+def _key_text(entity: Entity) -> Callable[[Image], str]:
+    """The key text of an image; one integer column (the common key) without the general path."""
+    keys = entity.keys
+    if len(keys.columns) != 1 or not keys.columns[0].integer_bits:
+        return keys.text_from_binlog
+    name = keys.names[0]
+
+    def text(image: Image) -> str:
+        value = image[name]
+        if value is None:
+            raise CodecError(f"key column {name!r} is NULL")
+        return str(value)
+
+    return text
 
 
 @dataclass(frozen=True)
@@ -59,8 +75,7 @@ class TableRules:
                  keyspace: Keyspace) -> None:
         self.table = table
         self.keyspace = keyspace
-        self.entities = tuple(_EntityRule(e, e.spec.key_tag, e.spec.ttl_s, e.keys.binlog_texter())
-                              for e in entities)
+        self.entities = tuple(_EntityRule(e, e.spec.key_tag, e.spec.ttl_s, _key_text(e)) for e in entities)
         self.lists = tuple(_ListRule(x, _subsets(x.filters)) for x in lists)
         # delete mode reads only these columns of an image
         self.needed = frozenset(
@@ -131,7 +146,7 @@ def filter_text(f: Filter, value: Any, query: Query) -> str:
     """The text naming ``value`` in a variant: exact spelling, or the collation weight."""
     if f.weigher is None:
         return f.codec.text_from_params([value])
-    return f.weigher.weigh([value], query)[value]
+    return f.weigher.known(value) or f.weigher.weigh([value], query)[value]
 
 
 def _subsets(filters: tuple[Filter, ...]) -> tuple[tuple[Filter, ...], ...]:

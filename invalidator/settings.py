@@ -47,6 +47,11 @@ class InvalidatorSettings:
     lease_s: float = 5.0
     replay_window_s: float = 300.0
     config_path: Path = Path("cachetail.toml")  # CACHETAIL_CONFIG: what is cached (cachetail/config.py)
+    audit: bool = True  # AUDIT: the consistency auditor (invalidator/audit.py), in the leader
+    audit_delay_s: float = 1.0
+    audit_sample_keys_per_s: float = 10.0
+    audit_db_queries_per_s: float = 20.0
+    audit_invalidation_share: float = 0.1
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> InvalidatorSettings:
@@ -70,6 +75,11 @@ class InvalidatorSettings:
             lease_s=r.float("INVALIDATOR_LEASE_S", 5.0, lo=0.5, hi=300.0),
             replay_window_s=r.float("INVALIDATOR_REPLAY_WINDOW_S", 300.0, lo=10.0, hi=86_400.0),
             config_path=config_path(env),
+            audit=r.bool("AUDIT", True),
+            audit_delay_s=r.float("AUDIT_DELAY_S", 1.0, lo=0.05, hi=3600.0),
+            audit_sample_keys_per_s=r.float("AUDIT_SAMPLE_KEYS_PER_S", 10.0, lo=0.0, hi=10_000.0),
+            audit_db_queries_per_s=r.float("AUDIT_DB_QUERIES_PER_S", 20.0, lo=0.1, hi=10_000.0),
+            audit_invalidation_share=r.float("AUDIT_INVALIDATION_SHARE", 0.1, lo=0.0, hi=1.0),
         )
 
     @property

@@ -28,11 +28,13 @@ from pymysqlreplication.event import (
 )
 from pymysqlreplication.row_event import RowsEvent
 
+from cachetail import config as declaration
 from cachetail.schema import Catalog
 from metrics import invalidator as m
 
 from invalidator import decode
 from invalidator.apply import REDIS_ERRORS, Applier, Batch, Group, Stopped, backoff_delays
+from invalidator.audit import Auditor
 from invalidator.catalog import Followed, Weights, load_catalog
 from invalidator.checks import CheckFailed, run_checks
 from invalidator.errors import FULL, RESUME_BY_GTID, RETRY, Failure, classify, is_connection_error
@@ -98,6 +100,7 @@ class Worker:
         self.source_ident: tuple[int, str] | None = None  # the server followed last
         self.checked: set[tuple[int, str]] = set()  # servers whose binlog settings were checked
         self.lag: FollowLag | None = None
+        self.auditor: Auditor | None = None
         # (monotonic time, position): every change up to the position was acknowledged by then
         self.ring: deque[tuple[float, Position]] = deque()
         self.replay_since: tuple[float | None] | None = None  # set by the failover watch
@@ -107,7 +110,7 @@ class Worker:
         # while behind, a group's script is sent from a thread of its own and the next
         # transactions are decoded meanwhile; at most one is in flight (see flush, finish)
         self.sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="invalidator-send")
-        self.inflight: tuple[Future[None], Position, int, float, float] | None = None
+        self.inflight: tuple[Future[None], Batch, Position, int, float, float] | None = None
         self.advanced_to: Position | None = None  # passed while a send was in flight
 
     # ------------------------------------------------------------------ run
@@ -162,6 +165,7 @@ class Worker:
             self.replay_since = self.replay_until = None
             watch = FailoverWatch(self.settings.redis, self.request_replay).start()
             self.lag = FollowLag(lambda: control_connection(self.settings), lambda: self.position).start()
+            self.auditor = self.start_auditor()
             position = self.initial_position()
             self.note(position)
             sd_notify("STATUS=leader: following the binlog")
@@ -177,6 +181,9 @@ class Worker:
             if self.lag is not None:
                 self.lag.close()
                 self.lag = None
+            if self.auditor is not None:
+                self.auditor.close()
+                self.auditor = None
             self.streaming = False
             m.STREAMING.set(0)
             self.leadership.step_down(release=self.stop.is_set())
@@ -383,21 +390,21 @@ class Worker:
         self.finish()
         position, count, first_ts, first_received = group.take()
         if group.behind():  # more binlog is here already: decode it while Redis applies this
-            self.inflight = (self.sender.submit(self.applier.apply, batch, position), position, count,
+            self.inflight = (self.sender.submit(self.applier.apply, batch, position), batch, position, count,
                              first_ts, first_received)
         else:
             self.applier.apply(batch, position)
-            self.applied(position, count, first_ts, first_received)
+            self.applied(batch, position, count, first_ts, first_received)
         return self.new_batch()
 
     def finish(self) -> None:
         """Wait for the send in flight (its exception is raised here), then account for it."""
         if self.inflight is None:
             return
-        future, position, count, first_ts, first_received = self.inflight
+        future, batch, position, count, first_ts, first_received = self.inflight
         self.inflight = None
         future.result()
-        self.applied(position, count, first_ts, first_received)
+        self.applied(batch, position, count, first_ts, first_received)
         if self.advanced_to is not None:
             position, self.advanced_to = self.advanced_to, None
             if self.group.position is None:  # else a later group carries a later position
@@ -412,8 +419,10 @@ class Worker:
             except Exception:  # noqa: BLE001 - the new leader resumes from the saved position
                 pass
 
-    def applied(self, position: Position, count: int, first_ts: float, first_received: float) -> None:
+    def applied(self, batch: Batch, position: Position, count: int, first_ts: float, first_received: float) -> None:
         """Redis acknowledged the transactions up to ``position``."""
+        if self.auditor is not None:
+            self.auditor.changed(list(batch.ops), first_ts)
         done = time.time()
         self.position = self.saved = position
         self.saved_at = time.monotonic()
@@ -461,8 +470,22 @@ class Worker:
         self.followed = Followed(catalog, self.keyspace)
         self.refresh = self.settings.mode == "refresh"
 
+    def start_auditor(self) -> Auditor | None:
+        s = self.settings
+        if not s.audit:
+            log.info("consistency auditor off (AUDIT=false)")
+            return None
+        log.info("consistency auditor on: %.0f%% of transactions checked again after %.1f s, %g keys/s sampled,"
+                 " at most %g queries/s", 100 * s.audit_invalidation_share, s.audit_delay_s,
+                 s.audit_sample_keys_per_s, s.audit_db_queries_per_s)
+        return Auditor(catalog=lambda: self.followed.catalog, keyspace=self.keyspace, client=build_redis(s),
+                       connect=lambda: control_connection(s), applied=lambda: self.position,
+                       delay_s=s.audit_delay_s, sample_keys_per_s=s.audit_sample_keys_per_s,
+                       db_queries_per_s=s.audit_db_queries_per_s,
+                       invalidation_share=s.audit_invalidation_share).start()
+
     def checked_catalog(self, conn: pymysql.connections.Connection) -> Catalog:
-        run_checks(conn, self.settings)
+        run_checks(conn, self.settings, declaration.load(self.settings.config_path).tables)
         return self.load_catalog(conn)
 
     def load_catalog(self, conn: pymysql.connections.Connection) -> Catalog:
@@ -609,4 +632,4 @@ class Worker:
                 "follow_lag_s": None if lag is None else round(lag, 3),
                 "consecutive_failures": self.failures,
                 "position": None if self.position is None else str(self.position),
-                "mode": self.settings.mode}
+                "mode": self.settings.mode, "audit": self.settings.audit}

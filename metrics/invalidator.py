@@ -143,3 +143,35 @@ REPLAYS = Counter(
     ["reason"],
     namespace=NAMESPACE,
 )
+
+# The consistency auditor (invalidator/audit.py), in the leader.  These names are fixed:
+# the recording rule, the alert and the dashboard use them.
+AUDIT_CHECKS = Counter(
+    "audit_checks",
+    "Cached keys compared with what a cold read from MySQL would store now, by kind (invalidation:"
+    " a key an applied transaction touched, checked AUDIT_DELAY_S later; sample: keys swept by"
+    " SCAN) and result (consistent, inconsistent: confirmed after the worker applied past the"
+    " server's position).",
+    ["kind", "result"],
+    namespace="cachetail",
+)
+AUDIT_REPAIRS = Counter(
+    "audit_repairs",
+    "Keys the auditor deleted because they held what MySQL no longer holds.",
+    namespace="cachetail",
+)
+AUDIT_DETECTION_SECONDS = Histogram(
+    "audit_detection_seconds",
+    "From a change's commit (binlog time, 1 s resolution) to the auditor finding a cached value"
+    " older than it (invalidation checks).",
+    namespace="cachetail",
+    buckets=(0.5, 1, 2, 5, 10, 30, 60, 300, 3600),
+)
+AUDIT_SKIPPED = Counter(
+    "audit_skipped",
+    "Checks not made, by reason: unnamed (not a key of the declaration, or a weighted list variant"
+    " with an empty page), behind (the worker did not pass the server's position in time),"
+    " unavailable (Redis or MySQL failed).",
+    ["reason"],
+    namespace="cachetail",
+)

@@ -7,6 +7,10 @@ import re
 import pytest
 
 from api_support import anyio_backend, assert_json_error, running  # noqa: F401
+from cachetail.keyspace import Keyspace
+from lab import products_generation, products_page
+
+KEYS = Keyspace()
 
 pytestmark = pytest.mark.anyio
 
@@ -41,7 +45,7 @@ BAD_REQUESTS = [
 ]
 
 
-async def test_bad_input_is_4xx_json(stack, redis_client) -> None:
+async def test_bad_input_is_4xx_json(stack, redis_client, db) -> None:
     async with running(stack.api_env()) as (_, client):
         for method, path, status in BAD_REQUESTS:
             response = await client.request(method, path)
@@ -52,7 +56,8 @@ async def test_bad_input_is_4xx_json(stack, redis_client) -> None:
     assert "GET" in allowed
     assert (longest.status_code, longest.json()) == (200, [])
     # only the valid variant was cached (beside the generation its fill created)
-    assert sorted(redis_client.keys("ct:*")) == [b"ct:{p}:c:" + b"x" * 50, b"ct:{p}:gen"]
+    assert sorted(redis_client.keys("ct:*")) == sorted(
+        k.encode() for k in (products_page(KEYS, db, "x" * 50), products_generation(KEYS, db, "x" * 50)))
 
 
 def _assets(page: str) -> list[str]:
@@ -76,7 +81,9 @@ async def test_docs_pages_use_only_local_assets(stack, redis_client, path) -> No
     assert "/openapi.json" in page.text
     spec = schema.json()
     assert spec["openapi"].startswith("3.")
-    assert {"/user/{user_id}", "/products", "/cache/clear", "/health"} <= set(spec["paths"])
+    assert {"/user/{id}", "/user/{id}/nocache", "/products", "/cache/clear", "/health"} <= set(spec["paths"])
+    assert spec["components"]["schemas"]["user"]["properties"]["id"] == {"type": "integer", "minimum": 1,
+                                                                         "maximum": 4294967295}
 
 
 def test_docs_never_import_django() -> None:
@@ -102,5 +109,5 @@ async def test_metrics_names_and_route_labels(stack, redis_client) -> None:
                  "cachetail_mysql_query_duration_seconds_bucket", "cachetail_http_requests_total",
                  "cachetail_http_request_duration_seconds_bucket"):
         assert f"\n{name}{{" in text, name
-    assert 'route="/user/{user_id}"' in text and 'route="unmatched"' in text
+    assert 'route="/user/{id}"' in text and 'route="unmatched"' in text
     assert "/definitely/not/here" not in text  # raw paths never become labels

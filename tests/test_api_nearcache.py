@@ -406,10 +406,11 @@ def test_entry_overhead_covers_what_an_entry_really_costs() -> None:
 
 
 def test_the_tracking_prefix_covers_user_keys_only() -> None:
-    prefix = Keyspace(prefix="ct").users_prefix()
+    prefix = Keyspace(prefix="ct").row_prefix("u")
     assert prefix == "ct:{u:" and KEYS.user(42).startswith(prefix)
-    others = (KEYS.products(), KEYS.products("books"), KEYS.products_generation(),
-              KEYS.invalidator_position(), Keyspace(prefix="ct2").user(42))
+    books = Keyspace.variant("p", (("category", "books"),))
+    others = (KEYS.list_page("p"), KEYS.list_page(books), KEYS.list_generation("p"),
+              KEYS.invalidator_position(), Keyspace(prefix="ct2").user(42), KEYS.row("user", "42"))
     assert not any(key.startswith(prefix) for key in others)
 
 
@@ -422,7 +423,7 @@ def test_settings_defaults_switches_and_errors(caplog: pytest.LogCaptureFixture)
     assert ApiSettings.from_env({**base, "REDIS_CLUSTER": "1"}).nearcache  # on a cluster too
     off = ApiSettings.from_env({**base, "NEARCACHE": "false"})
     with caplog.at_level(logging.INFO, logger="api"):
-        assert start_tracking(off, KEYS, LeanRedis(off.redis)) == (None, None)
+        assert start_tracking(off, [KEYS.row_prefix("u")], LeanRedis(off.redis)) == (None, None)
     assert "near-cache off: NEARCACHE=false" in caplog.text
     for name, value in (("NEARCACHE", "maybe"), ("NEARCACHE_MAX_ENTRIES", "0"),
                         ("NEARCACHE_MAX_BYTES", "12"), ("NEARCACHE_MAX_BYTES", "1MB")):

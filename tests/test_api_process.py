@@ -81,12 +81,13 @@ def test_two_workers_metrics_add_up(stack, redis_client, tmp_path: Path) -> None
                 if (m := re.match(r"counter_(\d+)\.db$", f.name))}
     assert {status for status, _ in answers} == {200}
     served = sum(v for labels, v in _samples(text, "cachetail_http_requests_total")
-                 if labels["route"] == "/user/{user_id}")
+                 if labels["route"] == "/user/{id}")
     lookups = sum(v for labels, v in _samples(text, "cachetail_cache_lookups_total")
                   if labels["entity"] == "user")
     assert served == requests and lookups == requests
     assert stats["hits"] + stats["misses"] == requests
     assert stats["hits"] == sum(1 for _, x in answers if x == "HIT")
+    assert stats["entities"]["user"]["hits"] == stats["hits"] and stats["lists"]["products"]["hits"] == 0
     assert len(pids) == 2, pids  # both workers wrote counters, and the sums include both
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from api_support import Delta, anyio_backend, fills, nearcache, running, selects  # noqa: F401
 from cachetail.keyspace import LEASE, NEGATIVE, Keyspace
+from lab import products_generation, products_page
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis_kinds("single", "cluster")]
 KEYS = Keyspace()
@@ -82,7 +83,7 @@ async def test_products_ordered_decimal_and_variants_cached(stack, redis_client,
         one_again = await client.get("/products", params={"category": category})
         none = await client.get("/products", params={"category": "no such category"})
         none_again = await client.get("/products", params={"category": "no such category"})
-        redis_client.incr(KEYS.products_generation())  # what the invalidator does on a change
+        redis_client.incr(products_generation(KEYS, db))  # what the invalidator does on a change
         after_change = await client.get("/products")
     products = everything.json()
     assert len(products) == 1000
@@ -135,14 +136,14 @@ async def test_stale_user_fill_is_not_stored(stack, redis_client, db) -> None:
 
 
 async def test_stale_products_fill_is_not_stored(stack, redis_client, db) -> None:
-    key = KEYS.products("books")
+    key = products_page(KEYS, db, "books")
     with db.cursor() as cur:
         cur.execute("UPDATE products SET category = 'books', price = 1.00 WHERE id = 5")
 
     async def invalidate_after_select(filled_key: str) -> None:
         with db.cursor() as cur:
             cur.execute("UPDATE products SET price = 2.00 WHERE id = 5")
-        redis_client.incr(KEYS.products_generation())
+        redis_client.incr(products_generation(KEYS, db, "books"))
 
     delta = Delta(fills("products", "stale_prevented"))
     async with running(stack.api_env(), after_select=invalidate_after_select) as (app, client):
@@ -187,9 +188,9 @@ async def test_another_process_fill_arrives_while_waiting(stack, redis_client) -
     assert delta() == [1, 0]
 
 
-async def test_clear_needs_the_token_and_removes_only_cache_entries(stack, redis_client) -> None:
+async def test_clear_needs_the_token_and_removes_only_cache_entries(stack, redis_client, db) -> None:
     redis_client.set("someone-else:key", b"keep me")
-    redis_client.set(KEYS.products_generation(), 7)
+    redis_client.set(products_generation(KEYS, db), 7)
     redis_client.set(KEYS.invalidator_position(), b'{"file": "binlog.000001", "pos": 4}')
     env = stack.api_env()
     async with running(env) as (_, client):
@@ -210,8 +211,8 @@ async def test_clear_needs_the_token_and_removes_only_cache_entries(stack, redis
     assert (wrong.status_code, basic.status_code) == (403, 403)
     assert right.status_code == 200 and right.json() == {"removed": ours}
     assert sorted(redis_client.scan_iter(match="ct:*")) == sorted(
-        [KEYS.products_generation().encode(), KEYS.invalidator_position().encode()])
-    assert redis_client.get(KEYS.products_generation()) == b"7"  # never reset: see admin.py
+        [products_generation(KEYS, db).encode(), KEYS.invalidator_position().encode()])
+    assert redis_client.get(products_generation(KEYS, db)) == b"7"  # never reset: see keyspace.is_state
     assert redis_client.get("someone-else:key") == b"keep me"
 
 

@@ -19,7 +19,7 @@ BASE = {"DB_USER": "cachetail_api", "DB_PASSWORD": "db-secret-pw",
 def test_defaults_and_secrets_hidden() -> None:
     settings = ApiSettings.from_env(BASE)
     assert (settings.host, settings.port, settings.workers) == ("127.0.0.1", 5000, 1)
-    assert settings.cache.ttl_user_s == 3600 and settings.cache.ttl_products_s == 300
+    assert settings.config_path.name == "cachetail.toml" and settings.config_path.is_file()
     assert settings.redis.socket_timeout_s == 0.25
     assert settings.admin_token.reveal() == "admin-secret-token"
     shown = repr(settings) + str(settings)
@@ -35,6 +35,13 @@ def test_bad_values_name_the_variable(name: str, value: str) -> None:
     with pytest.raises(SettingsError) as caught:
         ApiSettings.from_env({**BASE, name: value})
     assert str(caught.value).startswith(f"{name}: expected")
+
+
+@pytest.mark.parametrize("name", ["CACHE_TTL_USER_S", "CACHE_TTL_PRODUCTS_S", "CACHE_TTL_NEGATIVE_S"])
+def test_ttls_moved_to_the_declaration_are_refused_by_name(name: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        ApiSettings.from_env({**BASE, name: "60"})
+    assert str(caught.value).startswith(f"{name}: expected nothing: TTLs are declared in cachetail.toml")
 
 
 def test_redis_tls_uses_ssl_connections_and_a_bounded_pool() -> None:

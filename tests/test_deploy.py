@@ -363,6 +363,9 @@ def strip_strings(expr: str) -> str:
     return re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
 
 
+RECORDED = {"cachetail:audit_consistency:ratio_1h", "cachetail:audit_consistency:nines_1h"}
+
+
 def test_every_metric_and_label_used_is_declared() -> None:
     declared = declared_metrics()
     assert "cachetail_cache_lookups_total" in declared  # the declarations were read
@@ -370,7 +373,9 @@ def test_every_metric_and_label_used_is_declared() -> None:
     for expr in all_exprs():
         bare = strip_strings(expr)
         used = set(re.findall(r"\b(cachetail_[a-zA-Z0-9_]+)", bare))
-        assert used or "up{" in bare, f"no cachetail metric in {expr!r}"
+        recorded = set(re.findall(r"\b(cachetail:[a-zA-Z0-9_:]+)", bare))
+        assert used or recorded or "up{" in bare, f"no cachetail metric in {expr!r}"
+        problems += [f"{name} is no recording rule (in {expr!r})" for name in recorded if name not in RECORDED]
         problems += [f"{name} (in {expr!r})" for name in used if name not in declared]
         for name, matchers in re.findall(r"\b([a-zA-Z_][a-zA-Z0-9_]*)\{([^}]*)\}", bare):
             known = declared.get(name, set()) | COMMON_LABELS
@@ -574,7 +579,10 @@ def test_prometheus_runs_every_dashboard_query_and_rule(live: Live) -> None:
                                       not r["lastEvaluation"].startswith("0001") for r in rules) else []
 
     rules = wait_for(rules_evaluated, 10, "every rule evaluated")
-    assert {r["name"] for r in rules} == {r["alert"] for r in alert_rules()}
+    doc = yaml.safe_load((PROM / "alerts.yml").read_text())
+    recorded = {rule["record"] for group in doc["groups"] for rule in group["rules"] if "record" in rule}
+    assert recorded == RECORDED
+    assert {r["name"] for r in rules} == {r["alert"] for r in alert_rules()} | recorded
     assert [(r["name"], r.get("lastError")) for r in rules if r["health"] != "ok"] == []
 
 

@@ -15,6 +15,7 @@ import redis
 
 from conftest import Stack
 from invalidator_support import get_all, master_position, put_all, wait_for, workers  # noqa: F401
+from lab import products_page, user_bytes
 
 STALE = b'{"stale":1}'
 
@@ -175,13 +176,14 @@ def test_purged_binlog_means_full_invalidation_of_owned_keys_only(stack: Stack, 
         cur.execute("FLUSH BINARY LOGS")
         cur.execute("UPDATE users SET full_name = 'lost to purge' WHERE id = 7")
         purge_all_but_a_new_binlog(conn)
-    put_all(redis_client, {ks.user(1): STALE, ks.user(7): STALE, ks.products(): b"x", "foreign:key": b"keep"})
+    put_all(redis_client, {ks.user(1): STALE, ks.user(7): STALE, products_page(ks, conn): b"x",
+                           "foreign:key": b"keep"})
     w.start()
     # the saved file is gone: the worker asks for its GTID state, which is gone too
     assert w.metric('cachetail_invalidator_stream_errors_total{kind="file_missing"}') == 1
     assert w.metric('cachetail_invalidator_stream_errors_total{kind="gtid_purged"}') == 1
     assert w.metric('cachetail_invalidator_full_invalidations_total{reason="purged"}') == 1
-    assert not redis_client.exists(ks.user(1), ks.user(7), ks.products())
+    assert not redis_client.exists(ks.user(1), ks.user(7), products_page(ks, conn))
     assert redis_client.get("foreign:key") == b"keep"
     assert "FULL INVALIDATION (purged)" in w.log()
     with conn.cursor() as cur:  # and it follows from there
@@ -205,8 +207,7 @@ def test_ddl_on_users_clears_user_keys_and_refresh_survives_alter(stack: Stack, 
         wait_for(lambda: redis_client.exists(ks.user(1), ks.user(2)) == 0, what="user keys cleared by DDL")
         cur.execute("UPDATE users SET nickname = 'nick', full_name = 'Altered' WHERE id = 3")
         cur.execute("SELECT id, username, email, full_name, created_at, updated_at FROM users WHERE id = 3")
-        from cachetail.keyspace import serialize_user
-        expected = serialize_user(cur.fetchone())
+        expected = user_bytes(conn, cur.fetchone())
     wait_for(lambda: redis_client.get(ks.user(3)) == expected, what="refreshed with the new table map")
     conn.close()
 

@@ -11,22 +11,21 @@ import pymysql
 import pytest
 import redis
 
-from cachetail.keyspace import LEASE, NEGATIVE, serialize_user
+from cachetail.keyspace import LEASE, NEGATIVE
+from lab import catalog, products_generation
 from cachetail.settings import MySQLSettings
 from conftest import Stack
 from invalidator_support import master_position, wait_for, workers  # noqa: F401
 
-COLD_READ = "SELECT id, username, email, full_name, created_at, updated_at FROM users WHERE id=%s"
-
-
 def cold_read_bytes(stack: Stack, user_id: int) -> bytes:
-    """What the API stores on a cold read: its SELECT, its connection settings, the serializer."""
+    """What the API stores on a cold read: its SELECT, its connection settings, its codec."""
     kwargs = MySQLSettings.from_env(stack.invalidator_env()).pymysql_kwargs()
     conn = pymysql.connect(**kwargs, cursorclass=pymysql.cursors.DictCursor)
     try:
+        user = catalog(conn).entities[0]
         with conn.cursor() as cur:
-            cur.execute(COLD_READ, (user_id,))
-            return serialize_user(cur.fetchone())
+            cur.execute(user.select_sql, (user_id,))
+            return user.rows.from_select(cur.fetchone())
     finally:
         conn.close()
 
@@ -58,11 +57,26 @@ def test_update_delete_insert_and_products(stack: Stack, db, redis_client, worke
         wait_for(lambda: gone(redis_client, ks.user(new_id)), what="negative entry gone after INSERT")
         cur.execute("DELETE FROM users WHERE id = %s", (new_id,))
 
-        # Any products row -> the generation moves (every list variant, O(1)).
-        before = int(redis_client.get(ks.products_generation()) or 0)
+        # A products row -> the generations of the variants it is in move, and only those:
+        # the unfiltered list and its category's; before and after images on a move.
+        cur.execute("SELECT category FROM products WHERE id = 3")
+        (mine,) = cur.fetchone()
+        other = "toys" if mine != "toys" else "books"
+        gens = {c: products_generation(ks, db, c) for c in (None, mine, other)}
+
+        def generations() -> dict[str | None, int]:
+            return {c: int(redis_client.get(k) or 0) for c, k in gens.items()}
+
+        before = generations()
         cur.execute("UPDATE products SET stock = stock + 1 WHERE id = 3")
-        wait_for(lambda: int(redis_client.get(ks.products_generation()) or 0) > before,
-                 what="products generation bumped")
+        wait_for(lambda: (g := generations())[None] > before[None] and g[mine] > before[mine],
+                 what="the generations of its variants bumped")
+        assert generations()[other] == before[other]
+        before = generations()
+        cur.execute("UPDATE products SET category = %s WHERE id = 3", (other,))
+        wait_for(lambda: all(v > before[c] for c, v in generations().items()),
+                 what="both categories' generations bumped by a move")
+        cur.execute("UPDATE products SET category = %s WHERE id = 3", (mine,))
 
         # A table cachetail does not cache: nothing happens, the position still moves.
         cur.execute("CREATE TABLE IF NOT EXISTS inv_other (id INT PRIMARY KEY, v INT)")
@@ -167,7 +181,7 @@ def test_systemd_notify_ready_and_watchdog(stack: Stack, redis_client, workers, 
 def test_a_lost_products_generation_comes_back_above_every_old_one(stack: Stack, db, redis_client,
                                                                    workers) -> None:
     w = workers(stack.invalidator_env())
-    gen = w.keyspace.products_generation()
+    gen = products_generation(w.keyspace, db)
     redis_client.set(gen, 7)
     with db.cursor() as cur:
         cur.execute("UPDATE products SET stock = stock + 1 WHERE id = 4")

@@ -1,9 +1,6 @@
-"""The keyspace: key names, value framing, the serializer and the generation scripts."""
+"""The keyspace: key names, value framing and the generation scripts."""
 
 from __future__ import annotations
-
-import datetime as dt
-import decimal
 
 import redis
 
@@ -14,11 +11,19 @@ KEYS = Keyspace()
 
 
 def test_keys_share_a_hash_slot_where_scripts_need_it() -> None:
-    assert KEYS.user(42) == "ct:{u:42}"
-    gen, variant = KEYS.products_generation(), KEYS.products("home & garden/x")
-    assert variant == "ct:{p}:c:home%20%26%20garden%2Fx"
-    assert gen.split("{")[1].split("}")[0] == variant.split("{")[1].split("}")[0] == "p"
-    assert KEYS.products() != KEYS.products("all")
+    assert KEYS.user(42) == KEYS.row("u", "42") == "ct:{u:42}"
+    variant = Keyspace.variant("p", (("category", "home%20%26%20garden%2Fx"), ("stock", "3")))
+    assert variant == "p:category=home%20%26%20garden%2Fx&stock=3"
+    gen, first, after = KEYS.list_generation(variant), KEYS.list_page(variant), KEYS.list_page(variant, "42")
+    assert (gen, first, after) == ("ct:{" + variant + "}:gen", "ct:{" + variant + "}:v",
+                                   "ct:{" + variant + "}:a:42")
+    assert len({keyspace.key_slot(k) for k in (gen, first, after)}) == 1  # one MGET, one script
+    assert KEYS.list_page(Keyspace.variant("p")) == "ct:{p}:v"
+    # variants spread: the unfiltered list and two categories land in different slots
+    slots = {keyspace.key_slot(KEYS.list_page(Keyspace.variant("p", (("category", c),)))) for c in ("a", "b")}
+    assert len(slots | {keyspace.key_slot(KEYS.list_page(Keyspace.variant("p")))}) == 3
+    assert KEYS.list_patterns("p") == ("ct:{p}*", "ct:{p:*")
+    assert KEYS.row_prefix("u") == "ct:{u:"
 
 
 def test_invalidator_state_shares_one_slot_and_slot_fences_land_in_their_slot() -> None:
@@ -27,18 +32,10 @@ def test_invalidator_state_shares_one_slot_and_slot_fences_land_in_their_slot() 
     for slot in (0, 1, 5461, 12182, 16383):
         assert keyspace.key_slot(KEYS.slot_fence(slot)) == slot
     assert keyspace.key_slot(KEYS.user(42)) == keyspace.key_slot("{u:42}")
-    assert all(KEYS.is_state(k.encode()) for k in state + [KEYS.products_generation(), KEYS.slot_fence(9)])
+    gen = KEYS.list_generation(Keyspace.variant("p"))
+    assert all(KEYS.is_state(k.encode()) for k in state + [gen, KEYS.slot_fence(9)])
     assert not KEYS.is_state(KEYS.user(42).encode())
-    assert not KEYS.is_state(KEYS.products("fence").encode())
-
-
-def test_serializer_is_compact_utc_and_keeps_decimals_exact() -> None:
-    row = {"id": 7, "name": "Kettle", "description": None, "price": decimal.Decimal("10.10"),
-           "stock": 3, "category": "home", "created_at": dt.datetime(2024, 1, 1, 1, 0),
-           "updated_at": dt.datetime(2024, 1, 1, 3, 0, tzinfo=dt.timezone(dt.timedelta(hours=2)))}
-    assert keyspace.serialize_products([row]) == (
-        b'[{"id":7,"name":"Kettle","description":null,"price":"10.10","stock":3,'
-        b'"category":"home","created_at":"2024-01-01T01:00:00Z","updated_at":"2024-01-01T01:00:00Z"}]')
+    assert not KEYS.is_state(KEYS.list_page(Keyspace.variant("p", (("c", "fence"),))).encode())
 
 
 def test_control_records_differ_from_values_at_the_first_byte() -> None:
@@ -51,9 +48,9 @@ def test_control_records_differ_from_values_at_the_first_byte() -> None:
 
 
 def test_a_lost_generation_never_revives_an_old_stamp(redis_client: redis.Redis) -> None:
-    bump = redis_client.register_script(keyspace.PRODUCTS_BUMP)
-    lease = redis_client.register_script(keyspace.PRODUCTS_LEASE)
-    gen_key, variant = KEYS.products_generation(), KEYS.products()
+    bump = redis_client.register_script(keyspace.LIST_BUMP)
+    lease = redis_client.register_script(keyspace.LIST_LEASE)
+    gen_key, variant = KEYS.list_generation("p"), KEYS.list_page("p")
     state, first = lease(keys=[gen_key, variant], args=[keyspace.LEASE + b"t1", 1000])
     assert state == 1 and int(first) > 10**15  # from the server clock, not 0
     redis_client.set(variant, keyspace.stamp(int(first), b"[old]"))

@@ -165,6 +165,43 @@ T("one failing SELECT a minute: nothing",
    (f'cachetail_mysql_queries_total{{{API},entity="products",result="error"}}', "0+1x20")],
   [("10m", "CachetailMySQLErrors", [])])
 
+T("an inconsistency found by an invalidation check fires at once and clears after 10 minutes; "
+  "inv2's checks are all consistent",
+  [(f'cachetail_audit_checks_total{{{INV},kind="invalidation",result="consistent"}}', "0+100x20"),
+   (f'cachetail_audit_checks_total{{{INV},kind="invalidation",result="inconsistent"}}', "0 0 0 1x17"),
+   (f'cachetail_audit_checks_total{{{INV2},kind="sample",result="consistent"}}', "0+600x20")],
+  [("2m", "CachetailCacheInconsistent", []),
+   ("4m", "CachetailCacheInconsistent", [a("warning", job=IJ, instance="inv1:9101", kind="invalidation",
+                                          result="inconsistent")]),
+   ("15m", "CachetailCacheInconsistent", [])])
+T("thousands of consistent checks and nothing else: no inconsistency alert",
+  [(f'cachetail_audit_checks_total{{{INV},kind="sample",result="consistent"}}', "0+600x30"),
+   (f'cachetail_audit_checks_total{{{INV},kind="invalidation",result="consistent"}}', "0+60x30")],
+  [("30m", "CachetailCacheInconsistent", [])])
+RECORDING = [
+    ("the consistency ratio and its nines: 1 inconsistent in 10,100 checks is 4.0 nines",
+     {"interval": "1m",
+      "input_series": [
+          {"series": f'cachetail_audit_checks_total{{{INV},kind="sample",result="consistent"}}', "values": "0+9999x60"},
+          {"series": f'cachetail_audit_checks_total{{{INV},kind="sample",result="inconsistent"}}', "values": "0+1x60"},
+          {"series": f'cachetail_audit_checks_total{{{INV2},kind="sample",result="consistent"}}', "values": "0+100x60"}],
+      "promql_expr_test": [
+          {"expr": "cachetail:audit_consistency:nines_1h", "eval_time": "60m",
+           "exp_samples": [{"labels": "cachetail:audit_consistency:nines_1h", "value": 4.004321373782642}]},
+      ]}),
+    ("only consistent checks: the ratio is 1, the nines the cap",
+     {"interval": "1m",
+      "input_series": [
+          {"series": f'cachetail_audit_checks_total{{{INV},kind="sample",result="consistent"}}', "values": "0+100x60"}],
+      "promql_expr_test": [
+          {"expr": "cachetail:audit_consistency:ratio_1h", "eval_time": "60m",
+           "exp_samples": [{"labels": "cachetail:audit_consistency:ratio_1h", "value": 1}]},
+          {"expr": "cachetail:audit_consistency:nines_1h", "eval_time": "60m",
+           "exp_samples": [{"labels": "cachetail:audit_consistency:nines_1h", "value": 12}]},
+      ]}),
+]
+
+
 def render(test_list):
     return {"rule_files": ["alerts.yml"], "evaluation_interval": "1m", "tests": test_list}
 
@@ -201,7 +238,7 @@ header = """# promtool unit tests of alerts.yml:  promtool test rules deploy/pro
 # Time starts at 0 and time() follows the evaluation time.
 """
 lines = [header, "rule_files:\n  - alerts.yml\nevaluation_interval: 1m\n\ntests:\n"]
-for comment, t in tests:
+for comment, t in tests + RECORDING:
     body = yaml.safe_dump([t], sort_keys=False, width=10000, allow_unicode=True)
     body = "\n".join("  " + l for l in body.splitlines())
     lines.append(f"  # {comment}\n{body}\n\n")

@@ -157,6 +157,16 @@ ts("Binlog errors, resumes and the server followed", "Per interval: failed conne
 panels[-1]["fieldConfig"]["overrides"] = [{"matcher": {"id": "byRegexp", "options": "^server_id .*"},
                                           "properties": [{"id": "custom.drawStyle", "value": "line"}, {"id": "custom.axisPlacement", "value": "right"}]}]
 
+y += 8
+row("Consistency (the auditor)", y); y += 1
+ts("Consistency, in nines", "cachetail:audit_consistency:nines_1h: of the audit checks of the last hour, the share that found the cache holding what MySQL holds, as nines (0.999 -> 3; 12 when none was inconsistent). Below 12 means a confirmed inconsistency: see the next panel and the invalidator's log.",
+   [('cachetail:audit_consistency:nines_1h', "nines")], 0, y, unit="none", minv=0)
+ts("Audit checks and repairs", "Per interval: checks by kind (invalidation: a key of an applied transaction checked again AUDIT_DELAY_S later; sample: the SCAN sweep) and result, keys the auditor deleted, and checks skipped by reason.",
+   [(f'sum by (kind, result) (increase(cachetail_audit_checks_total[{RI}]))', "{{kind}} {{result}}"),
+    (f'sum(increase(cachetail_audit_repairs_total[{RI}]))', "repairs"),
+    (f'sum by (reason) (increase(cachetail_audit_skipped_total[{RI}]))', "skipped {{reason}}")],
+   12, y, unit="short", bars=True)
+
 dash = {
     "__requires": [{"type": "grafana", "id": "grafana", "name": "Grafana", "version": "9.0.0"},
                    {"type": "datasource", "id": "prometheus", "name": "Prometheus", "version": "1.0.0"},
