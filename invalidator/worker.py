@@ -15,8 +15,8 @@ import logging
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import pymysql
@@ -40,8 +40,8 @@ from invalidator.checks import CheckFailed, run_checks
 from invalidator.errors import FULL, RESUME_BY_GTID, RETRY, Failure, classify, is_connection_error
 from invalidator.gtid import Tracker, tracker
 from invalidator.lag import FollowLag, reached
-from invalidator.packets import RowsPacket
 from invalidator.leader import Leadership, LostLeadership
+from invalidator.packets import RowsPacket
 from invalidator.position import Position, make_store
 from invalidator.resume import FullInvalidationNeeded, Plan, plan_resume
 from invalidator.service import Watchdog, sd_notify, start_http
