@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
+import itertools
 import json
 import os
 import pstats
@@ -41,6 +42,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import pymysql  # noqa: E402
 import redis  # noqa: E402
 from pymysqlreplication import BinLogStreamReader  # noqa: E402
 from pymysqlreplication.event import XidEvent  # noqa: E402
@@ -136,19 +138,39 @@ def histogram_quantiles(text: str, name: str) -> str:
 
 # ------------------------------------------------------------------ (a) latency
 
-def latency(stack: Stack, rate: float, seconds: float, mode: str) -> None:
-    prefix = f"lat{mode[0]}"
+RUNS = itertools.count(1)
+
+
+def cold_users(stack: Stack, ids: set[int]) -> dict[int, bytes]:
+    """What the API stores for these users now (the auditor, if on, finds them right)."""
+    from cachetail import config, schema
+
+    conn = stack.db.connect(database="cachelab", init_command="SET time_zone = '+00:00'",
+                            cursorclass=pymysql.cursors.DictCursor)
+    try:
+        user = schema.resolve(config.load(ROOT / "cachetail.toml"), conn, "cachelab").entities[0]
+        with conn.cursor() as cur:
+            cur.execute(f"SELECT {user.rows.select_list()} FROM users")
+            return {row["id"]: user.rows.from_select(row) for row in cur.fetchall() if row["id"] in ids}
+    finally:
+        conn.close()
+
+
+def latency(stack: Stack, rate: float, seconds: float, mode: str, audit: bool = False) -> list[float]:
+    """Commit -> applied at ``rate`` single-row commits a second; the sent -> applied latencies."""
+    prefix = f"lat{mode[0]}{'a' if audit else ''}{next(RUNS)}"  # a fresh worker: no catch-up
     ks = Keyspace(prefix=prefix)
     port = free_port()
     r = redis.Redis(host="127.0.0.1", port=stack.redis.port)
     r.config_set("notify-keyspace-events", "Eg$")  # keyevent notifications: del (generic), set (string)
-    proc = stack.worker(stack.env(prefix, INVALIDATOR_MODE=mode, INVALIDATOR_METRICS_PORT=str(port)),
-                        f"worker-latency-{mode}.log")
+    env = stack.env(prefix, INVALIDATOR_MODE=mode, INVALIDATOR_METRICS_PORT=str(port),
+                    AUDIT="true" if audit else "false")
+    proc = stack.worker(env, f"worker-latency-{mode}{'-audit' if audit else ''}.log")
     try:
         wait_metric(port, "cachetail_invalidator_streaming 1.0")
         n = int(rate * seconds)
         ids = list(range(1, n + 1)) if n <= 10000 else [1 + i % 10000 for i in range(n)]
-        r.mset({ks.user(i): b'{"stale":1}' for i in set(ids)})
+        r.mset({ks.user(i): value for i, value in cold_users(stack, set(ids)).items()})
         seen: dict[bytes, float] = {}
         pubsub = r.pubsub()
         pubsub.psubscribe("__keyevent@0__:del", "__keyevent@0__:set")
@@ -186,7 +208,8 @@ def latency(stack: Stack, rate: float, seconds: float, mode: str) -> None:
         lat_sent = [seen[k] - t for k, t in sent.items() if k in seen]
         lat_ret = [max(0.0, seen[k] - t) for k, t in returned.items() if k in seen]
         missing = len(sent) - len(lat_sent)
-        print(f"\n(a) latency, mode={mode}: {n} single-row commits at {n / elapsed:.0f}/s (target {rate:.0f}/s)")
+        print(f"\n(a) latency, mode={mode}, auditor {'on' if audit else 'off'}: {n} single-row commits at"
+              f" {n / elapsed:.0f}/s (target {rate:.0f}/s)")
         print(f"    commit sent     -> key {'gone' if mode == 'delete' else 'refreshed'}: {fmt_ms(lat_sent)}"
               f"  missing={missing}")
         print(f"    commit returned -> key {'gone' if mode == 'delete' else 'refreshed'}: {fmt_ms(lat_ret)}")
@@ -195,6 +218,11 @@ def latency(stack: Stack, rate: float, seconds: float, mode: str) -> None:
               histogram_quantiles(text, "cachetail_invalidator_received_to_applied_seconds"))
         print("    worker commit_to_applied (1 s binlog timestamps):",
               histogram_quantiles(text, "cachetail_invalidator_commit_to_applied_seconds"))
+        if audit:
+            checks = {line.split("{", 1)[1].split("}")[0]: float(line.rsplit(" ", 1)[1])
+                      for line in text.splitlines() if line.startswith("cachetail_audit_checks_total{")}
+            print(f"    auditor checks meanwhile: {checks}")
+        return lat_sent
     finally:
         terminate(proc)
 
@@ -352,6 +380,16 @@ def throughput(stack: Stack, commits: int, profile: bool, mode: str) -> None:
           f" caught up in {t_worker:.1f} s = {commits / t_worker:,.0f}/s")
 
 
+def audit_side_by_side(stack: Stack, rate: float, seconds: float) -> None:
+    """Delete mode, the auditor off and on, in alternating rounds (off on on off)."""
+    runs: dict[bool, list[float]] = {False: [], True: []}
+    for audit in (False, True, True, False):
+        runs[audit] += latency(stack, rate, seconds, "delete", audit)
+    print("\ncommit sent -> key gone, delete mode, both rounds of each:")
+    for audit, values in runs.items():
+        print(f"    auditor {'on ' if audit else 'off'}: {fmt_ms(values)}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--part", choices=("latency", "throughput", "all"), default="all")
@@ -360,12 +398,17 @@ def main() -> int:
     parser.add_argument("--commits", type=int, default=200_000)
     parser.add_argument("--mode", choices=("delete", "refresh"), default="delete")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--audit", choices=("off", "on", "both"), default="off",
+                        help="latency with the consistency auditor off, on, or both side by side")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="inv-bench-") as tmp, Stack(Path(tmp)) as stack:
         print(f"MariaDB on 127.0.0.1:{stack.db.port}, Redis on 127.0.0.1:{stack.redis.port}; cpus={os.cpu_count()}")
         if args.part in ("latency", "all"):
-            latency(stack, args.rate, args.seconds, "delete")
-            latency(stack, args.rate, args.seconds, "refresh")
+            if args.audit == "both":
+                audit_side_by_side(stack, args.rate, args.seconds)
+            else:
+                latency(stack, args.rate, args.seconds, "delete", args.audit == "on")
+                latency(stack, args.rate, args.seconds, "refresh", args.audit == "on")
         if args.part in ("throughput", "all"):
             throughput(stack, args.commits, args.profile, args.mode)
     return 0
