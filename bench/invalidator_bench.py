@@ -6,7 +6,8 @@
     .venv/bin/python bench/invalidator_bench.py --part catchup --catchup-rows 1000000
 
 (a) latency (bench/invalidator_latency.py): the worker as a process, --rate single-row
-    commits per second, commit sent -> key gone/refreshed (Redis keyspace notifications).
+    commits per second, commit sent -> key gone/refreshed (Redis keyspace notifications);
+    --audit on|both: with the consistency auditor on, or off and on in alternating rounds.
 (b) throughput: --rows changed rows per case, in transactions of 100 rows, on ``users``
     (mapped) and ``bench_other`` (the same table, unmapped), as single-row events and as
     multi-row events (one UPDATE of 100 rows per transaction); each range is then read
@@ -38,7 +39,7 @@ from bench.binlog_readers import (  # noqa: E402
     c_decoder, ours, profile_text, read_bare, read_c, run_worker, timed,
 )
 from bench.binlog_workload import SHAPES, Range, Stack  # noqa: E402
-from bench.invalidator_latency import latency, wait_metric  # noqa: E402
+from bench.invalidator_latency import audit_side_by_side, latency, wait_metric  # noqa: E402
 from cachetail.devstack import free_port, terminate  # noqa: E402
 from cachetail.keyspace import Keyspace  # noqa: E402
 
@@ -158,6 +159,8 @@ def main() -> int:
     parser.add_argument("--catchup-rows", type=int, default=1_000_000)
     parser.add_argument("--mode", choices=("delete", "refresh"), default="delete", help="catch-up mode")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--audit", choices=("off", "on", "both"), default="off",
+                        help="latency with the consistency auditor off, on, or both side by side")
     parser.add_argument("--before", type=Path, metavar="CHECKOUT",
                         help="also time the worker of another checkout with its own .venv (e.g. main's"
                              " worktree), as a process, in delete mode: 'before-delete'")
@@ -166,8 +169,11 @@ def main() -> int:
         print(f"MariaDB on 127.0.0.1:{stack.db.port}, Redis on 127.0.0.1:{stack.redis.port};"
               f" {load_average()}; {time.strftime('%Y-%m-%d %H:%M:%S')}")
         if args.part in ("latency", "all"):
-            latency(stack, args.rate, args.seconds, "delete")
-            latency(stack, args.rate, args.seconds, "refresh")
+            if args.audit == "both":
+                audit_side_by_side(stack, args.rate, args.seconds)
+            else:
+                latency(stack, args.rate, args.seconds, "delete", args.audit == "on")
+                latency(stack, args.rate, args.seconds, "refresh", args.audit == "on")
         if args.part in ("throughput", "all"):
             throughput(stack, args.rows, args.runs, args.profile, args.before)
         if args.part in ("catchup", "all"):

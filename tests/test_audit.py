@@ -21,7 +21,7 @@ CONSISTENT = 'cachetail_audit_checks_total{kind="%s",result="consistent"}'
 
 
 def audited(stack: Stack, workers, **settings: str) -> WorkerProcess:  # type: ignore[no-untyped-def]
-    w: WorkerProcess = workers(stack.invalidator_env(), **settings)
+    w: WorkerProcess = workers(stack.invalidator_env(), **{"AUDIT": "true", **settings})
     return w
 
 
@@ -132,7 +132,7 @@ def test_the_auditor_is_on_by_default_and_can_be_switched_off(stack: Stack, work
         with urllib.request.urlopen(f"http://127.0.0.1:{w.port}/health", timeout=5) as r:
             return dict(json.loads(r.read()))
 
-    assert health(audited(stack, workers))["audit"] is True
+    assert health(audited(stack, workers, AUDIT=""))["audit"] is True  # unset: the default
     off = audited(stack, workers, AUDIT="false")
     assert health(off)["audit"] is False
     assert "consistency auditor off (AUDIT=false)" in off.log()
