@@ -25,7 +25,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -114,7 +114,12 @@ def stages(env: dict[str, str], rng: Range) -> dict[str, float]:
             break
     stream.close()
     read = time.perf_counter() - started
-    usable = [(p, decode._usable(p.table_map, rules[p.table].needed, False)) for p in packets if p]
+    usable = []
+    for p in packets:
+        if p is not None:
+            found = decode._usable(p.table_map, rules[p.table].needed, False)
+            assert found is not None, "claimed rows are readable"
+            usable.append((p, found))
     started = time.perf_counter()
     parsed = [(p, decode._rows(found, False, p.operation, p.data, p.start, p.end)) for p, found in usable]
     parse = time.perf_counter() - started
@@ -214,7 +219,8 @@ def main() -> int:
                   f"; busy cores {sum(cpu.values()) / wall:.2f}")
             cost = stages(env, rng)
             print("  2. us per row: " + ", ".join(f"{k} {v:.2f}" for k, v in cost.items()))
-            ones, twos = [], []
+            ones: list[float] = []
+            twos: list[float] = []
             for first in (True, False, False, True):  # alternating: one two two one
                 for which in ((one_process, ones), (two_processes, twos))[::1 if first else -1]:
                     which[1].append(rng.rows / which[0](env, rng, stack.redis.port))

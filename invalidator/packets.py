@@ -186,6 +186,9 @@ class BinlogConnection(pymysql.connections.Connection):  # type: ignore[misc]
     """A pymysql connection whose binlog stream is read in chunks and filtered by ``binlog_filter``."""
 
     binlog_filter: Filter | None = None
+    _next_seq_id: int  # pymysql's, declared for the type checker
+    _current_timeout: float | None
+    _read_timeout: float | None
 
     def __init__(self, *args: Any, binlog_filter: Filter | None = None, **kwargs: Any) -> None:
         self.binlog_filter = binlog_filter

@@ -24,8 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pymysqlreplication.constants import FIELD_TYPE
-from pymysqlreplication.constants import NONE_SOURCE
+from pymysqlreplication.constants import FIELD_TYPE, NONE_SOURCE
 from pymysqlreplication.row_event import RowsEvent
 
 Image = dict[str, Any]

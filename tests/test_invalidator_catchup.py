@@ -40,7 +40,11 @@ class CutInsideASend(Worker):
     """Kills its own binlog dump thread from inside its ``cut_at``-th send."""
 
     cut_at = 2
-    cut = 0  # dump threads killed
+
+    def __init__(self, settings: InvalidatorSettings, stop: threading.Event, kill_with: Stack) -> None:
+        super().__init__(settings, stop, serve_http=False)
+        self.kill_with = kill_with
+        self.cut = 0  # dump threads killed
 
     def lead(self) -> None:
         sends = 0
@@ -95,8 +99,7 @@ def test_catching_up_sends_from_the_thread_and_a_cut_connection_loses_nothing(
 
     reconnected = reconnects()
     stop = threading.Event()
-    worker = CutInsideASend(settings, stop, serve_http=False)
-    worker.kill_with = stack  # type: ignore[attr-defined]
+    worker = CutInsideASend(settings, stop, stack)
     worker.sender = sender = CountingExecutor()
     thread = threading.Thread(target=worker.run)
     thread.start()
@@ -117,6 +120,12 @@ def test_catching_up_sends_from_the_thread_and_a_cut_connection_loses_nothing(
 
 class PausedInsideASend(Worker):
     """Holds its first send of keys until ``release`` is set; ``held_in`` names its thread."""
+
+    def __init__(self, settings: InvalidatorSettings, stop: threading.Event) -> None:
+        super().__init__(settings, stop, serve_http=False)
+        self.paused = threading.Event()
+        self.release = threading.Event()
+        self.held_in = ""
 
     def lead(self) -> None:
         sends = 0
@@ -157,8 +166,7 @@ def test_a_position_is_never_saved_past_a_send_in_flight(stack: Stack, db, redis
     redis_client.set(ks.invalidator_position(), json.dumps(
         {"log_file": begin[0], "log_pos": begin[1], "source_id": server_id}))
     stop = threading.Event()
-    worker = PausedInsideASend(settings, stop, serve_http=False)
-    worker.paused, worker.release = threading.Event(), threading.Event()
+    worker = PausedInsideASend(settings, stop)
     thread = threading.Thread(target=worker.run)
     thread.start()
     try:

@@ -170,9 +170,11 @@ def test_no_checksum_and_an_event_of_several_packets(mariadb_factory, stack: Sta
         assert not stream.filter.checksum
     finally:
         stream.close()
-    rows = [row for packet in claimed for row in decode._rows(
-        decode._usable(packet.table_map, frozenset({"id", "body"}), True), True, packet.operation,
-        packet.data, packet.start, packet.end)]
+    rows = []
+    for packet in claimed:
+        found = decode._usable(packet.table_map, frozenset({"id", "body"}), True)
+        assert found is not None
+        rows += decode._rows(found, True, packet.operation, packet.data, packet.start, packet.end)
     assert [(b and b["id"], a and a["id"], a and len(a["body"])) for b, a, _ in rows] == [
         (None, 1, 17 * 1024 * 1024), (None, 2, 1), (2, 2, 1)]
 
