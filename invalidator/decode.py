@@ -22,6 +22,8 @@ from pymysqlreplication.row_event import DeleteRowsEvent, RowsEvent, UpdateRowsE
 from cachetail.codec import prepare_binlog_event
 from cachetail.codec_columns import prepare_binlog_columns
 
+from invalidator import fastrows
+from invalidator.apply import Batch
 from invalidator.packets import BadRowsEvent, RowsPacket
 from invalidator.rowparse import Parsers, parsers
 from invalidator.rules import Effects, Query, TableRules
@@ -112,6 +114,10 @@ def add_packet(batch: Effects, rows: RowsPacket, rules: Mapping[str, TableRules]
     found = _usable(rows.table_map, table.needed, batch.refresh, rows.present, rows.present2)
     if found is None:
         raise BadRowsEvent(f"rows of {rows.table} were claimed but cannot be read from their bytes")
+    if isinstance(batch, Batch):
+        plan = fastrows.plan_for(rows.table_map, table, batch.refresh)
+        if plan is not None and fastrows.apply(plan, batch.ops, rows.operation, rows.data, rows.start, rows.end):
+            return table.table
     table.apply_rows(batch, _rows(found, batch.refresh, rows.operation, rows.data, rows.start, rows.end), query)
     return table.table
 
