@@ -32,7 +32,7 @@ from cachetail import config as declaration
 from cachetail.schema import Catalog
 from metrics import invalidator as m
 
-from invalidator import decode
+from invalidator import decode, fastrows
 from invalidator.apply import REDIS_ERRORS, Applier, Batch, Group, Stopped, backoff_delays
 from invalidator.audit import Auditor
 from invalidator.catalog import Followed, Weights, load_catalog
@@ -361,7 +361,8 @@ class Worker:
         if not self.streaming:
             self.streaming = True
             m.STREAMING.set(1)
-            log.info("following the binlog from %s (mode %s)", self.position, self.settings.mode)
+            log.info("following the binlog from %s (mode %s; row walk %s)", self.position, self.settings.mode,
+                     fastrows.describe())
             if not self.ready:
                 self.ready = True
                 sd_notify("READY=1\nSTATUS=following the binlog")
