@@ -7,7 +7,8 @@ PY     := $(VENV)/bin/python
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # Debian packages: servers for the local stack and the tests, tools the tests drive.
-RUN_PACKAGES  := mariadb-server redis-server
+# gcc and python3-dev build the compiled row walk (invalidator/_rowwalk.c)
+RUN_PACKAGES  := mariadb-server redis-server gcc python3-dev
 TEST_PACKAGES := $(RUN_PACKAGES) prometheus wrk
 
 .PHONY: run test bench system-run system-test clean help
