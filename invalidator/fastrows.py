@@ -97,10 +97,6 @@ def build(table_map_columns: Any, rules: TableRules, refresh: bool) -> Any | Non
             return None
         fsp = (getattr(column, "fsp", 0) or 0) if kind in (_rowwalk.TIMESTAMP2, _rowwalk.DATETIME2) else 0
         specs.append((size[0], size[1], kind, fsp, bool(getattr(column, "unsigned", False))))
-    if refresh:
-        key_column = served_by_name.get(key_name)
-        if key_column is not None and not key_column.integer_bits:
-            return None
     mark = "\x00"
     parts = rules.keyspace.row(rule.tag, mark).split(mark)
     if len(parts) != 2:

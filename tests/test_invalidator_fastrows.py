@@ -20,12 +20,13 @@ from cachetail.keyspace import OP_DELETE, OP_SET
 from conftest import Stack
 from invalidator import decode, fastrows
 from invalidator.apply import Batch
-from invalidator.catalog import Followed, Weights, load_catalog
+from invalidator.catalog import Followed, Weights
 from invalidator.packets import RowsPacket
 from invalidator.position import Position
 from invalidator.settings import InvalidatorSettings
-from invalidator.stream import control_connection, open_stream
+from invalidator.stream import open_stream
 from invalidator_support import master_position
+from test_invalidator_packets import followed_tables
 
 COLUMNS = """
   id BIGINT NOT NULL PRIMARY KEY,
@@ -105,18 +106,7 @@ def write_everything(conn: pymysql.connections.Connection) -> None:
 
 def packets(settings: InvalidatorSettings, begin: tuple[str, int], end: tuple[str, int],
             refresh: bool) -> tuple[list[RowsPacket], Followed, Weights]:
-    conn = control_connection(settings)
-    try:
-        followed = Followed(load_catalog(conn, str(settings.config_path), settings.mysql.database),
-                            settings.keyspace)
-    finally:
-        conn.close()
-    weights = Weights(lambda: control_connection(settings))
-
-    def claim(table_map: Any) -> bool:
-        rules = followed.rules.get(table_map.table)
-        return rules is not None and decode.claims(table_map, rules.needed, refresh)
-
+    followed, weights, claim = followed_tables(settings, refresh)
     stream = open_stream(settings, Position(*begin), tables=followed.catalog.tables, claim=claim)
     out = []
     try:

@@ -72,9 +72,9 @@ def library_ops(event: RowsEvent, rules: dict[str, TableRules], batch: Batch, qu
             table.apply(batch, row["values"], None, query)
 
 
-def transactions(settings: InvalidatorSettings, begin: tuple[str, int], end: tuple[str, int], refresh: bool,
-                 ours: bool) -> tuple[list[Ops], Stream]:
-    """The batch of each transaction in [begin, end): our path, or the library's decode."""
+def followed_tables(settings: InvalidatorSettings, refresh: bool
+                    ) -> tuple[Followed, Weights, Callable[[Any], bool]]:
+    """What the worker follows, its collation weights, and the claim its connection makes."""
     conn = control_connection(settings)
     try:
         followed = Followed(load_catalog(conn, str(settings.config_path), settings.mysql.database),
@@ -87,6 +87,13 @@ def transactions(settings: InvalidatorSettings, begin: tuple[str, int], end: tup
         rules = followed.rules.get(table_map.table)
         return rules is not None and decode.claims(table_map, rules.needed, refresh)
 
+    return followed, weights, claim
+
+
+def transactions(settings: InvalidatorSettings, begin: tuple[str, int], end: tuple[str, int], refresh: bool,
+                 ours: bool) -> tuple[list[Ops], Stream]:
+    """The batch of each transaction in [begin, end): our path, or the library's decode."""
+    followed, weights, claim = followed_tables(settings, refresh)
     stream = open_stream(settings, Position(*begin), tables=followed.catalog.tables,
                          claim=claim if ours else None)
     out: list[Ops] = []
