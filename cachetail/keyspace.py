@@ -301,32 +301,101 @@ return tonumber(new_generation())
 
 # ------------------------------------------------- the invalidator's scripts
 
-# One op per data key (ARGV), the same in both scripts below:
+# A batch holds one op per data key (invalidator.apply.Batch):
 #   "D"                    delete the key
 #   "B"                    bump a list generation (INCR, or re-create from the clock)
 #   "=" <ttl> " " bytes    store the bytes for <ttl> seconds (refresh mode)
 OP_DELETE = b"D"
 OP_BUMP = b"B"
 OP_SET = b"="
+DEL_CHUNK = 1000  # keys per DEL inside the scripts (Lua's unpack has a limit near 8,000)
 
+
+@dataclass(frozen=True)
+class PackedOps:
+    """A batch's ops as the scripts below take them: the keys grouped by what is done to
+    them, so a deleted key costs its name alone and a stored value its bytes alone.
+
+    A batch has each key once, so the order between keys does not matter inside one
+    atomic script: deleted keys first, then bumped ones, then stored ones by TTL.
+    ``layout`` is ``b"<deleted> <bumped>"`` followed by ``b" <ttl> <count>"`` per TTL.
+    """
+
+    keys: list[str]
+    layout: bytes
+    values: list[bytes]  # the stored keys' values, in key order
+    deleted: int
+    bumped: int
+
+    @property
+    def stored(self) -> int:
+        return len(self.values)
+
+
+def pack_ops(keys: list[str], ops: list[bytes]) -> PackedOps:
+    """Group ``keys[i]``'s ``ops[i]`` for FENCED_APPLY / SLOT_APPLY (see :class:`PackedOps`)."""
+    if ops.count(OP_DELETE) == len(ops):  # delete mode's batches, in one C-speed pass
+        return PackedOps(keys, b"%d 0" % len(ops), [], len(ops), 0)
+    deleted: list[str] = []
+    bumped: list[str] = []
+    stored: dict[bytes, tuple[list[str], list[bytes]]] = {}
+    for key, op in zip(keys, ops):
+        if op == OP_DELETE:
+            deleted.append(key)
+        elif op == OP_BUMP:
+            bumped.append(key)
+        elif op[:1] == OP_SET:
+            space = op.index(b" ", 1)
+            group = stored.get(op[1:space])
+            if group is None:
+                group = stored[op[1:space]] = ([], [])
+            group[0].append(key)
+            group[1].append(op[space + 1:])
+        else:
+            raise ValueError(f"unknown op {op[:1]!r} for {key}")
+    keys = deleted + bumped
+    values = []
+    layout = [b"%d %d" % (len(deleted), len(bumped))]
+    for ttl, (group_keys, group_values) in stored.items():
+        keys += group_keys
+        values += group_values
+        layout.append(b"%s %d" % (ttl, len(group_keys)))
+    return PackedOps(keys, b" ".join(layout), values, len(deleted), len(bumped))
+
+
+# apply(k, layout, v): the data keys are KEYS[k..], laid out as PackedOps says; the
+# stored values are ARGV[v..].  The same in both scripts below.
 _APPLY_OP = """
-local function apply(key, op)
-  local c = string.sub(op, 1, 1)
-  if c == 'D' then
-    redis.call('DEL', key)
-  elseif c == 'B' then
-    if redis.call('EXISTS', key) == 1 then
-      redis.call('INCR', key)
+local function apply(k, layout, v)
+  local n, ttls = {}, {}
+  for x in string.gmatch(layout, '%d+') do
+    n[#n + 1] = tonumber(x)
+    ttls[#n] = x  -- passed on as text: a Lua number would be formatted again for every key
+  end
+  local last = k + n[1] - 1
+  for i = k, last, DEL_CHUNK do
+    redis.call('DEL', unpack(KEYS, i, math.min(i + DEL_CHUNK - 1, last)))
+  end
+  k = last + 1
+  for i = k, k + n[2] - 1 do
+    if redis.call('EXISTS', KEYS[i]) == 1 then
+      redis.call('INCR', KEYS[i])
     else
       local t = redis.call('TIME')
-      redis.call('SET', key, string.format('%.0f', tonumber(t[1]) * 1000000 + tonumber(t[2])))
+      redis.call('SET', KEYS[i], string.format('%.0f', tonumber(t[1]) * 1000000 + tonumber(t[2])))
     end
-  else
-    local sp = string.find(op, ' ', 2, true)
-    redis.call('SET', key, string.sub(op, sp + 1), 'EX', string.sub(op, 2, sp - 1))
+  end
+  k = k + n[2]
+  for j = 3, #n, 2 do
+    local ttl = ttls[j]
+    for i = k, k + n[j + 1] - 1 do
+      redis.call('SET', KEYS[i], ARGV[v], 'EX', ttl)
+      v = v + 1
+    end
+    k = k + n[j + 1]
   end
 end
-"""
+""".replace("DEL_CHUNK", str(DEL_CHUNK))
 
 # The leader's work and its position in one atomic step, fenced: nothing runs
 # unless the lease still holds this leader's value, so a paused old leader that
@@ -334,10 +403,10 @@ end
 # it carries a whole transaction; on a cluster only the position (the data keys
 # go slot by slot through SLOT_APPLY).
 # KEYS[1]=leader KEYS[2]=position KEYS[3..]=data keys
-# ARGV[1]=leader value ARGV[2]=position JSON or '' ARGV[3..]=ops
+# ARGV[1]=leader value ARGV[2]=position JSON or '' ARGV[3]=layout ARGV[4..]=stored values
 FENCED_APPLY = _APPLY_OP + """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-for i = 3, #KEYS do apply(KEYS[i], ARGV[i]) end
+apply(3, ARGV[3], 4)
 if ARGV[2] ~= '' then redis.call('SET', KEYS[2], ARGV[2]) end
 return 1
 """
@@ -348,13 +417,13 @@ return 1
 # still write a slot the new one has not reached yet: the new one replays from
 # the shared position, which is never past the old one's work, so it rewrites
 # those keys after it.
-# KEYS[1]=slot fence KEYS[2..]=data keys  ARGV[1]=token ARGV[2..]=ops
+# KEYS[1]=slot fence KEYS[2..]=data keys  ARGV[1]=token ARGV[2]=layout ARGV[3..]=stored values
 SLOT_APPLY = _APPLY_OP + """
 local seen = tonumber(redis.call('GET', KEYS[1]) or '0')
 local token = tonumber(ARGV[1])
 if seen > token then return 0 end
 if seen < token then redis.call('SET', KEYS[1], ARGV[1]) end
-for i = 2, #KEYS do apply(KEYS[i], ARGV[i]) end
+apply(2, ARGV[2], 3)
 return 1
 """
 

@@ -22,7 +22,8 @@ from typing import Any, TypeVar
 
 import redis
 
-from cachetail.keyspace import FENCED_APPLY, OP_BUMP, OP_DELETE, OP_SET, SLOT_APPLY, Keyspace, key_slot
+from cachetail.keyspace import (FENCED_APPLY, OP_BUMP, OP_DELETE, OP_SET, SLOT_APPLY, Keyspace, PackedOps, key_slot,
+                                pack_ops)
 from metrics import invalidator as m
 
 from invalidator.leader import Leadership, LostLeadership
@@ -134,62 +135,62 @@ class Applier:
         """Send the batch and the position, fenced; retry until acknowledged.
 
         Raises :class:`LostLeadership` when the fence refuses the write."""
-        ops = list(batch.ops.items())
+        keys, ops = list(batch.ops), list(batch.ops.values())
         saved = position.to_json() if position is not None and self.store.in_redis else b""
+        packed = None if self.cluster else pack_ops(keys, ops)  # a cluster packs slot by slot
 
         def send() -> None:
             self.before_send(batch)
             for pattern in sorted(batch.clear):
                 self._unlink_matching(pattern)
             if self.cluster:
-                if ops:
-                    self._send_slots(ops)
+                if keys:
+                    self._send_slots(keys, ops)
                 if saved:
-                    self._send_fenced([], saved)
-            elif ops or saved:
-                self._send_fenced(ops, saved)
+                    self._send_fenced(pack_ops([], []), saved)
+            elif keys or saved:
+                assert packed is not None
+                self._send_fenced(packed, saved)
 
         self.retry("applying a transaction", send)
         if position is not None:
             self.store.committed(position)
-        if ops:
-            counts = {OP_DELETE: 0, OP_BUMP: 0}
-            for _, op in ops:
-                if op in counts:
-                    counts[op] += 1
-            refreshed = len(ops) - counts[OP_DELETE] - counts[OP_BUMP]
-            for action, count in (("deleted", counts[OP_DELETE]), ("generation_bumped", counts[OP_BUMP]),
-                                  ("refreshed", refreshed)):
-                if count:
-                    m.KEYS.labels(action).inc(count)
+        deleted, bumped = (packed.deleted, packed.bumped) if packed else (ops.count(OP_DELETE), ops.count(OP_BUMP))
+        for action, count in (("deleted", deleted), ("generation_bumped", bumped),
+                              ("refreshed", len(ops) - deleted - bumped)):
+            if count:
+                m.KEYS.labels(action).inc(count)
 
-    def _send_fenced(self, ops: list[tuple[str, bytes]], saved: bytes) -> None:
+    def _send_fenced(self, packed: PackedOps, saved: bytes) -> None:
         value = self.leadership.value
         if value is None:
             raise LostLeadership("not the leader")
-        done = self._fenced(keys=[*self._state_keys, *(k for k, _ in ops)],
-                            args=[value, saved, *(op for _, op in ops)])
+        done = self._fenced(keys=[*self._state_keys, *packed.keys],
+                            args=[value, saved, packed.layout, *packed.values])
         if not done:
             self.leadership.lost.set()
             raise LostLeadership("the lease moved on: the write was fenced off")
 
-    def _send_slots(self, ops: list[tuple[str, bytes]]) -> None:
+    def _send_slots(self, keys: list[str], ops: list[bytes]) -> None:
         if self.leadership.value is None:
             raise LostLeadership("not the leader")
         token = self.leadership.token
-        by_slot: dict[int, list[tuple[str, bytes]]] = {}
-        for key, op in ops:
-            by_slot.setdefault(key_slot(key), []).append((key, op))
-        if len(by_slot) == 1:
-            ((slot, items),) = by_slot.items()
-            results = [self._slot_apply(keys=[self.keyspace.slot_fence(slot), *(k for k, _ in items)],
-                                        args=[token, *(op for _, op in items)])]
+        by_slot: dict[int, tuple[list[str], list[bytes]]] = {}
+        for key, op in zip(keys, ops):
+            group = by_slot.setdefault(key_slot(key), ([], []))
+            group[0].append(key)
+            group[1].append(op)
+        slots = [(slot, pack_ops(*group)) for slot, group in by_slot.items()]
+        if len(slots) == 1:
+            ((slot, packed),) = slots
+            results = [self._slot_apply(keys=[self.keyspace.slot_fence(slot), *packed.keys],
+                                        args=[token, packed.layout, *packed.values])]
         else:
             # EVAL, not EVALSHA: a promoted replica may not have the script cached yet
             pipe = self.client.pipeline(transaction=False)
-            for slot, items in by_slot.items():
-                pipe.execute_command("EVAL", SLOT_APPLY, 1 + len(items), self.keyspace.slot_fence(slot),
-                                     *(k for k, _ in items), token, *(op for _, op in items))
+            for slot, packed in slots:
+                pipe.execute_command("EVAL", SLOT_APPLY, 1 + len(packed.keys), self.keyspace.slot_fence(slot),
+                                     *packed.keys, token, packed.layout, *packed.values)
             results = pipe.execute()
         if not all(results):
             self.leadership.lost.set()

@@ -61,3 +61,65 @@ def test_a_lost_generation_never_revives_an_old_stamp(redis_client: redis.Redis)
     assert state == 1 and int(again) > int(first) + 1
     redis_client.delete(gen_key)
     assert bump(keys=[gen_key]) > int(again)
+
+
+def test_pack_ops_groups_keys_by_what_is_done_to_them() -> None:
+    D, B, S = keyspace.OP_DELETE, keyspace.OP_BUMP, keyspace.OP_SET
+    keys = ["a", "g1", "b", "c", "d", "e", "g2"]
+    ops = [D, B, S + b"3600 {\"x\": 1}", S + b"300 {\"y\": 2}", D, S + b"3600 [ ]", B]
+    packed = keyspace.pack_ops(keys, ops)
+    assert packed.keys == ["a", "d", "g1", "g2", "b", "e", "c"]
+    assert packed.layout == b"2 2 3600 2 300 1"
+    assert packed.values == [b"{\"x\": 1}", b"[ ]", b"{\"y\": 2}"]
+    assert (packed.deleted, packed.bumped, packed.stored) == (2, 2, 3)
+    only_deletes = keyspace.pack_ops(["a", "b"], [D, b"D"])  # equal bytes, not the same object
+    assert (only_deletes.keys, only_deletes.layout, only_deletes.values) == (["a", "b"], b"2 0", [])
+    assert keyspace.pack_ops([], []).layout == b"0 0"
+
+
+def test_fenced_apply_carries_out_every_op_of_a_packed_batch(redis_client: redis.Redis) -> None:
+    """Deletes across several DEL chunks, bumps of a kept and a lost generation, stores under
+    two TTLs, and the position, in one fenced script; a stale leader's call changes nothing."""
+    fenced = redis_client.register_script(keyspace.FENCED_APPLY)
+    leader, position = KEYS.invalidator_leader(), KEYS.invalidator_position()
+    redis_client.set(leader, "7 me")
+    deleted = [KEYS.user(i) for i in range(2 * keyspace.DEL_CHUNK + 345)]
+    redis_client.mset({k: b"{}" for k in deleted})
+    kept_gen, lost_gen = KEYS.list_generation("p"), KEYS.list_generation("p:c=x")
+    redis_client.set(kept_gen, 41)
+    stored = {KEYS.user(100_000 + i): (b'{"id": %d}' % i, 3600 if i % 3 else 300) for i in range(50)}
+    keys = deleted + [kept_gen, lost_gen] + list(stored)
+    ops = ([keyspace.OP_DELETE] * len(deleted) + [keyspace.OP_BUMP] * 2
+           + [keyspace.OP_SET + b"%d " % ttl + value for value, ttl in stored.values()])
+    packed = keyspace.pack_ops(keys, ops)
+
+    def call(value: str, saved: bytes) -> int:
+        return int(fenced(keys=[leader, position, *packed.keys], args=[value, saved, packed.layout, *packed.values]))
+
+    assert call("6 old", b'{"log_pos": 1}') == 0  # fenced off: nothing below happened
+    assert redis_client.exists(*deleted) == len(deleted) and redis_client.get(position) is None
+    assert redis_client.get(kept_gen) == b"41" and not redis_client.exists(*stored)
+
+    assert call("7 me", b'{"log_pos": 2}') == 1
+    assert redis_client.exists(*deleted) == 0
+    assert redis_client.get(kept_gen) == b"42" and int(redis_client.get(lost_gen) or 0) > 10**15
+    for key, (value, ttl) in stored.items():
+        assert redis_client.get(key) == value
+        assert ttl - 5 <= redis_client.ttl(key) <= ttl
+    assert redis_client.get(position) == b'{"log_pos": 2}'
+
+
+def test_slot_apply_refuses_an_older_token_and_raises_the_fence(redis_client: redis.Redis) -> None:
+    slot_apply = redis_client.register_script(keyspace.SLOT_APPLY)
+    fence, key, gone = KEYS.slot_fence(keyspace.key_slot(KEYS.user(1))), KEYS.user(1), KEYS.user(1) + "x"
+    packed = keyspace.pack_ops([key], [keyspace.OP_SET + b"60 {\"v\": 5}"])
+
+    def call(token: int, packed: keyspace.PackedOps) -> int:
+        return int(slot_apply(keys=[fence, *packed.keys], args=[token, packed.layout, *packed.values]))
+
+    assert call(5, packed) == 1 and redis_client.get(fence) == b"5" and redis_client.get(key) == b'{"v": 5}'
+    redis_client.set(gone, b"{}")
+    assert call(4, keyspace.pack_ops([key, gone], [keyspace.OP_DELETE] * 2)) == 0  # an older leader
+    assert redis_client.exists(key, gone) == 2
+    assert call(6, keyspace.pack_ops([key, gone], [keyspace.OP_DELETE] * 2)) == 1
+    assert redis_client.exists(key, gone) == 0 and redis_client.get(fence) == b"6"
