@@ -18,9 +18,11 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import redis
+from redis.connection import Connection
 
 from cachetail.keyspace import (FENCED_APPLY, OP_BUMP, OP_DELETE, OP_SET, SLOT_APPLY, Keyspace, PackedOps, key_slot,
                                 pack_ops)
@@ -75,6 +77,34 @@ class Batch:
     def bump(self, key: str) -> None:
         self.ops[key] = OP_BUMP
 
+    def merged(self, later: Batch) -> Batch:
+        """This batch followed by ``later``, as one: for a key in both, ``later``'s op."""
+        both = Batch(later.refresh)
+        both.ops = {**self.ops, **later.ops}
+        both.clear = self.clear | later.clear
+        both.row_events = self.row_events + later.row_events
+        return both
+
+
+@dataclass(frozen=True)
+class Sent:
+    """A batch whose script is written to Redis and whose reply is not read yet: Redis runs
+    it while the sender packs the next one (see :meth:`Applier.send_behind`)."""
+
+    batch: Batch
+    position: Position | None
+    packed: PackedOps
+    conn: Connection
+
+    def replied(self) -> bool:
+        """The reply can be read without waiting (or the connection is gone: reading says so)."""
+        if not self.conn.is_connected:  # can_read would connect again
+            return True
+        try:
+            return bool(self.conn.can_read(timeout=0))
+        except REDIS_ERRORS:
+            return True
+
 
 class Applier:
     """Sends batches to Redis, fenced by the leader's token, retrying until acknowledged.
@@ -98,6 +128,7 @@ class Applier:
         self.on_wait = on_wait
         self.redis_ok = True
         self.cluster = isinstance(client, redis.RedisCluster)
+        self.pool = None if isinstance(client, redis.RedisCluster) else client.connection_pool
         self._fenced = client.register_script(FENCED_APPLY)
         self._slot_apply = client.register_script(SLOT_APPLY)
         self._state_keys = [keyspace.invalidator_leader(), keyspace.invalidator_position()]
@@ -156,10 +187,90 @@ class Applier:
         if position is not None:
             self.store.committed(position)
         deleted, bumped = (packed.deleted, packed.bumped) if packed else (ops.count(OP_DELETE), ops.count(OP_BUMP))
-        for action, count in (("deleted", deleted), ("generation_bumped", bumped),
-                              ("refreshed", len(ops) - deleted - bumped)):
-            if count:
-                m.KEYS.labels(action).inc(count)
+        count_keys(deleted, bumped, len(ops) - deleted - bumped)
+
+    # ------------------------------------------------- two scripts in flight
+
+    def send_behind(self, batch: Batch, position: Position | None, earlier: Sent | None) -> Sent | None:
+        """Write ``batch``'s script on the connection ``earlier``'s is on, then read ``earlier``'s
+        reply: Redis, which runs a connection's commands in order, runs one script while the
+        next is packed and written.  Returns ``batch`` as written and unacknowledged (its reply
+        is read by the next call, or :meth:`receive`), or None once it is acknowledged too.
+
+        After a fault both are applied again in one script, with ``batch``'s position, by
+        :meth:`apply`'s retries: never ``earlier``'s ops after ``batch``'s, so a key both
+        touch ends as ``batch`` left it, whichever of the two Redis had run.  Batches with
+        DDL clears, and every batch on a cluster, take :meth:`apply` after ``earlier``."""
+        if self.pool is None or batch.clear:
+            self.receive(earlier)
+            self.apply(batch, position)
+            return None
+        keys = list(batch.ops)
+        packed = pack_ops(keys, list(batch.ops.values()))
+        saved = position.to_json() if position is not None and self.store.in_redis else b""
+        if earlier is not None:
+            conn = earlier.conn
+        else:
+            try:
+                conn = self.pool.get_connection()
+            except REDIS_ERRORS:
+                self.apply(batch, position)
+                return None
+        try:
+            value = self.leadership.value
+            if value is None:
+                raise LostLeadership("not the leader")
+            self.before_send(batch)
+            if not conn.is_connected:  # it would reconnect by itself, and the reply be lost
+                raise redis.ConnectionError("the connection of the script in flight is closed")
+            # no health check: its PING's reply would be read before the one in flight
+            conn.send_command("EVALSHA", self._fenced.sha, 2 + len(keys), *self._state_keys, *packed.keys,
+                              value, saved, packed.layout, *packed.values, check_health=False)
+            if earlier is not None:
+                self._acknowledged(earlier, conn.read_response())
+        except (*REDIS_ERRORS, redis.ResponseError):  # a cut connection; NOSCRIPT after a restart
+            self._release(conn, broken=True)
+            self.apply(batch if earlier is None else earlier.batch.merged(batch), position)
+            return None
+        except BaseException:
+            self._release(conn, broken=True)
+            raise
+        return Sent(batch, position, packed, conn)
+
+    def receive(self, sent: Sent | None) -> None:
+        """Read a written script's reply (see :meth:`send_behind`); after a fault, apply it again."""
+        if sent is None:
+            return
+        try:
+            if not sent.conn.is_connected:
+                raise redis.ConnectionError("the connection of the script in flight is closed")
+            self._acknowledged(sent, sent.conn.read_response())
+        except (*REDIS_ERRORS, redis.ResponseError):
+            self._release(sent.conn, broken=True)
+            self.apply(sent.batch, sent.position)
+            return
+        except BaseException:
+            self._release(sent.conn, broken=True)
+            raise
+        self._release(sent.conn)
+
+    def drop(self, sent: Sent) -> None:
+        """Leading ended: the reply is not wanted (the next leader resumes from the saved position)."""
+        self._release(sent.conn, broken=True)
+
+    def _acknowledged(self, sent: Sent, reply: Any) -> None:
+        if not reply:
+            self.leadership.lost.set()
+            raise LostLeadership("the lease moved on: the write was fenced off")
+        if sent.position is not None:
+            self.store.committed(sent.position)
+        count_keys(sent.packed.deleted, sent.packed.bumped, sent.packed.stored)
+
+    def _release(self, conn: Connection, broken: bool = False) -> None:
+        if broken:
+            conn.disconnect()  # a reply may be unread on it
+        if self.pool is not None:
+            self.pool.release(conn)
 
     def _send_fenced(self, packed: PackedOps, saved: bytes) -> None:
         value = self.leadership.value
@@ -223,6 +334,12 @@ class Applier:
             removed += self.client.unlink(*batch)
         m.KEYS.labels("cleared").inc(removed)
         return removed
+
+
+def count_keys(deleted: int, bumped: int, stored: int) -> None:
+    for action, count in (("deleted", deleted), ("generation_bumped", bumped), ("refreshed", stored)):
+        if count:
+            m.KEYS.labels(action).inc(count)
 
 
 class Group:

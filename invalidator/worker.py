@@ -33,7 +33,7 @@ from cachetail.schema import Catalog
 from metrics import invalidator as m
 
 from invalidator import decode, fastrows
-from invalidator.apply import REDIS_ERRORS, Applier, Batch, Group, Stopped, backoff_delays
+from invalidator.apply import REDIS_ERRORS, Applier, Batch, Group, Sent, Stopped, backoff_delays
 from invalidator.audit import Auditor
 from invalidator.catalog import Followed, Weights, load_catalog
 from invalidator.checks import CheckFailed, run_checks
@@ -77,6 +77,31 @@ def build_redis(s: InvalidatorSettings) -> redis.Redis | redis.RedisCluster:
     return redis.Redis(**kwargs, retry=Retry(NoBackoff(), 0))
 
 
+# a group handed to the sender: its batch, position, transactions, first binlog ts, first received
+Sending = tuple[Batch, Position, int, float, float]
+
+
+class InFlight:
+    """The sender's task and the groups it acknowledges, in order.  The task reads the reply
+    of the group before and writes its own: the last group may be left written but
+    unacknowledged, its :class:`Sent` the task's result."""
+
+    __slots__ = ("future", "groups")
+
+    def __init__(self, future: Future[Sent | None], groups: list[Sending]) -> None:
+        self.future = future
+        self.groups = groups
+
+    def settled(self) -> bool:
+        """Done, reply included: accounting for it now does not wait for Redis."""
+        if not self.future.done():
+            return False
+        if self.future.exception() is not None:
+            return True
+        sent = self.future.result()
+        return sent is None or sent.replied()
+
+
 class Worker:
     def __init__(self, settings: InvalidatorSettings, stop: threading.Event | None = None,
                  serve_http: bool = True) -> None:
@@ -108,9 +133,10 @@ class Worker:
         self.replay_reason = "failover"
         self.row_counters: dict[tuple[str, str], Any] = {}  # ROW_EVENTS children by (table, operation)
         # while behind, a group's script is sent from a thread of its own and the next
-        # transactions are decoded meanwhile; at most one is in flight (see flush, finish)
+        # transactions are decoded meanwhile; the sender's task writes a group's script behind
+        # the one before, whose reply it then reads (see flush, finish, Applier.send_behind)
         self.sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="invalidator-send")
-        self.inflight: tuple[Future[None], Batch, Position, int, float, float] | None = None
+        self.inflight: InFlight | None = None
         self.advanced_to: Position | None = None  # passed while a send was in flight
 
     # ------------------------------------------------------------------ run
@@ -388,37 +414,56 @@ class Worker:
         group = self.group
         if not batch or group.position is None:
             return batch
-        self.finish()
-        position, count, first_ts, first_received = group.take()
         if group.behind():  # more binlog is here already: decode it while Redis applies this
-            self.inflight = (self.sender.submit(self.applier.apply, batch, position), batch, position, count,
-                             first_ts, first_received)
+            earlier = self.collect()
+            self.advanced_to = None  # this group carries a later position
+            position, count, first_ts, first_received = group.take()
+            sending = (batch, position, count, first_ts, first_received)
+            future = self.sender.submit(self.applier.send_behind, batch, position,
+                                        earlier[0] if earlier is not None else None)
+            self.inflight = InFlight(future, [earlier[1], sending] if earlier is not None else [sending])
         else:
+            self.finish()
+            position, count, first_ts, first_received = group.take()
             self.applier.apply(batch, position)
             self.applied(batch, position, count, first_ts, first_received)
         return self.new_batch()
 
+    def collect(self) -> tuple[Sent, Sending] | None:
+        """Wait for the sender's task (its exception is raised here) and account for the groups
+        Redis acknowledged; the group it left written but unacknowledged, if any."""
+        inflight, self.inflight = self.inflight, None
+        if inflight is None:
+            return None
+        sent = inflight.future.result()
+        done = inflight.groups if sent is None else inflight.groups[:-1]
+        for sending in done:
+            self.applied(*sending)
+        return None if sent is None else (sent, inflight.groups[-1])
+
     def finish(self) -> None:
-        """Wait for the send in flight (its exception is raised here), then account for it."""
-        if self.inflight is None:
-            return
-        future, batch, position, count, first_ts, first_received = self.inflight
-        self.inflight = None
-        future.result()
-        self.applied(batch, position, count, first_ts, first_received)
+        """Wait until every group sent is acknowledged, then account for them."""
+        pending = self.collect()
+        if pending is not None:
+            self.applier.receive(pending[0])
+            self.applied(*pending[1])
         if self.advanced_to is not None:
             position, self.advanced_to = self.advanced_to, None
             if self.group.position is None:  # else a later group carries a later position
                 self.advance(position)
 
     def abandon(self) -> None:
-        """Leading ends (stop, lease lost): let the send in flight end, whatever its outcome."""
-        if self.inflight is not None:
-            future, self.inflight, self.advanced_to = self.inflight[0], None, None
-            try:
-                future.result()
-            except Exception:  # noqa: BLE001 - the new leader resumes from the saved position
-                pass
+        """Leading ends (stop, lease lost): let the sender's task end, whatever its outcome,
+        and leave a reply still unread (the new leader resumes from the saved position)."""
+        inflight, self.inflight, self.advanced_to = self.inflight, None, None
+        if inflight is None:
+            return
+        try:
+            sent = inflight.future.result()
+        except Exception:  # noqa: BLE001 - the new leader resumes from the saved position
+            return
+        if sent is not None:
+            self.applier.drop(sent)
 
     def applied(self, batch: Batch, position: Position, count: int, first_ts: float, first_received: float) -> None:
         """Redis acknowledged the transactions up to ``position``."""
@@ -497,7 +542,7 @@ class Worker:
         if self.group.position is not None:  # a deferred group waits: it carries the position
             self.group.position = position
             return
-        if self.inflight is not None and self.inflight[0].done():
+        if self.inflight is not None and self.inflight.settled():
             self.finish()
         if self.inflight is not None:  # taken up once the send in flight is acknowledged
             self.advanced_to = position

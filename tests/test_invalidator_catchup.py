@@ -15,8 +15,10 @@ from typing import Any
 
 from prometheus_client import REGISTRY
 
+from cachetail.keyspace import FENCED_APPLY
 from conftest import Stack
-from invalidator.apply import Batch
+from invalidator.apply import Batch, Sent
+from invalidator.position import Position
 from invalidator.settings import InvalidatorSettings
 from invalidator.worker import Worker
 from invalidator_support import master_position, unique_prefix, wait_for
@@ -45,6 +47,7 @@ class CutInsideASend(Worker):
         super().__init__(settings, stop, serve_http=False)
         self.kill_with = kill_with
         self.cut = 0  # dump threads killed
+        self.behind = 0  # groups written while the one before was in flight, both acknowledged
 
     def lead(self) -> None:
         sends = 0
@@ -55,6 +58,13 @@ class CutInsideASend(Worker):
             if sends == self.cut_at:
                 self.cut = kill_dump_threads(self.kill_with)
         self.applier.before_send = seam
+        send_behind = self.applier.send_behind
+
+        def counted(batch: Batch, position: Position | None, earlier: Sent | None) -> Sent | None:
+            sent = send_behind(batch, position, earlier)
+            self.behind += earlier is not None and sent is not None  # written behind one in flight
+            return sent
+        self.applier.send_behind = counted  # type: ignore[method-assign]
         super().lead()
 
 
@@ -98,6 +108,7 @@ def test_catching_up_sends_from_the_thread_and_a_cut_connection_loses_nothing(
         {"log_file": begin[0], "log_pos": begin[1], "source_id": server_id}))
 
     reconnected = reconnects()
+    redis_client.script_load(FENCED_APPLY)  # else the first script meets NOSCRIPT and is retried alone
     stop = threading.Event()
     worker = CutInsideASend(settings, stop, stack)
     worker.sender = sender = CountingExecutor()
@@ -110,6 +121,7 @@ def test_catching_up_sends_from_the_thread_and_a_cut_connection_loses_nothing(
         assert (saved["log_file"], saved["log_pos"]) >= end
         assert redis_client.exists(*[ks.user(i) for i in ids]) == 0
         assert sender.sent >= 2, "the scripts went out from the sender while behind"
+        assert worker.behind >= 1, "a script was written behind the one in flight"
         assert worker.cut == 1
         assert reconnects() == reconnected + 1
     finally:
