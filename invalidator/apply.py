@@ -167,7 +167,7 @@ class Applier:
 
         Raises :class:`LostLeadership` when the fence refuses the write."""
         keys, ops = list(batch.ops), list(batch.ops.values())
-        saved = position.to_json() if position is not None and self.store.in_redis else b""
+        saved = self._saved(position)
         packed = None if self.cluster else pack_ops(keys, ops)  # a cluster packs slot by slot
 
         def send() -> None:
@@ -207,7 +207,7 @@ class Applier:
             return None
         keys = list(batch.ops)
         packed = pack_ops(keys, list(batch.ops.values()))
-        saved = position.to_json() if position is not None and self.store.in_redis else b""
+        saved = self._saved(position)
         if earlier is not None:
             conn = earlier.conn
         else:
@@ -258,10 +258,17 @@ class Applier:
         """Leading ended: the reply is not wanted (the next leader resumes from the saved position)."""
         self._release(sent.conn, broken=True)
 
-    def _acknowledged(self, sent: Sent, reply: Any) -> None:
-        if not reply:
+    def _saved(self, position: Position | None) -> bytes:
+        """The position as the fenced script saves it ('' where it is kept elsewhere)."""
+        return position.to_json() if position is not None and self.store.in_redis else b""
+
+    def _fenced_off(self, done: Any) -> None:
+        if not done:
             self.leadership.lost.set()
             raise LostLeadership("the lease moved on: the write was fenced off")
+
+    def _acknowledged(self, sent: Sent, reply: Any) -> None:
+        self._fenced_off(reply)
         if sent.position is not None:
             self.store.committed(sent.position)
         count_keys(sent.packed.deleted, sent.packed.bumped, sent.packed.stored)
@@ -276,11 +283,8 @@ class Applier:
         value = self.leadership.value
         if value is None:
             raise LostLeadership("not the leader")
-        done = self._fenced(keys=[*self._state_keys, *packed.keys],
-                            args=[value, saved, packed.layout, *packed.values])
-        if not done:
-            self.leadership.lost.set()
-            raise LostLeadership("the lease moved on: the write was fenced off")
+        self._fenced_off(self._fenced(keys=[*self._state_keys, *packed.keys],
+                                      args=[value, saved, packed.layout, *packed.values]))
 
     def _send_slots(self, keys: list[str], ops: list[bytes]) -> None:
         if self.leadership.value is None:

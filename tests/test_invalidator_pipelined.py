@@ -83,22 +83,25 @@ def test_the_sender_writes_the_next_script_before_reading_the_reply(applier: App
     settled_state(applier, keys)
 
 
-def kill(applier: Applier, sent: Sent) -> None:
-    local = "%s:%d" % sent.conn._sock.getsockname()[:2]  # the sender's end, as Redis names it
-    assert applier.client.client_kill_filter(addr=local) == 1
+def written_then_cut(applier: Applier, batch: Batch, log_pos: int) -> Sent:
+    """``batch``'s script written while Redis runs no write, then its connection killed: the
+    script waiting in Redis goes with it, never run."""
+    control = applier.client
+    control.execute_command("CLIENT", "PAUSE", 10_000, "WRITE")
+    try:
+        sent = applier.send_behind(batch, Position("binlog.000001", log_pos), None)
+        assert isinstance(sent, Sent)
+        local = "%s:%d" % sent.conn._sock.getsockname()[:2]  # the sender's end, as Redis names it
+        assert control.client_kill_filter(addr=local) == 1
+    finally:
+        control.execute_command("CLIENT", "UNPAUSE")
+    return sent
 
 
 def test_a_connection_lost_before_redis_ran_either_applies_both_in_order(applier: Applier) -> None:
     first, later, keys = groups(applier)
-    control = applier.client
-    control.execute_command("CLIENT", "PAUSE", 10_000, "WRITE")
-    try:
-        sent = applier.send_behind(first, Position("binlog.000001", 100), None)
-        assert isinstance(sent, Sent)
-        kill(applier, sent)  # the script waiting in Redis goes with its connection
-    finally:
-        control.execute_command("CLIENT", "UNPAUSE")
-    assert control.get(keys["first"]) is None and saved(applier) is None
+    sent = written_then_cut(applier, first, 100)
+    assert applier.client.get(keys["first"]) is None and saved(applier) is None
     assert applier.send_behind(later, Position("binlog.000001", 200), sent) is None  # both, acknowledged
     settled_state(applier, keys)
 
@@ -150,15 +153,8 @@ def test_a_lease_lost_with_two_in_flight_writes_nothing(applier: Applier) -> Non
 
 def test_a_reply_read_after_a_cut_is_applied_again(applier: Applier) -> None:
     first, _, keys = groups(applier)
-    control = applier.client
-    control.execute_command("CLIENT", "PAUSE", 10_000, "WRITE")
-    try:
-        sent = applier.send_behind(first, Position("binlog.000001", 100), None)
-        assert isinstance(sent, Sent)
-        kill(applier, sent)  # before Redis ran it
-    finally:
-        control.execute_command("CLIENT", "UNPAUSE")
-    assert control.get(keys["first"]) is None
+    sent = written_then_cut(applier, first, 100)
+    assert applier.client.get(keys["first"]) is None
     applier.receive(sent)
     assert applier.client.get(keys["first"]) == b'{"v": 1}' and saved(applier) == 100
 
