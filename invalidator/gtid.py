@@ -17,12 +17,9 @@ from typing import Protocol
 
 from pymysqlreplication.gtid import Gtid, GtidSet
 
-MARIADB = "mariadb"
-MYSQL = "mysql"
-
-
-class GtidError(ValueError):
-    """A GTID or GTID state that does not parse."""
+from cachetail.gtid import (  # noqa: F401 - re-exported: the worker's modules import them from here
+    MARIADB, MYSQL, GtidError, covers, format_mariadb, missing_domains, parse_mariadb,
+)
 
 
 class Tracker(Protocol):
@@ -33,24 +30,6 @@ class Tracker(Protocol):
 
     def commit(self) -> str:
         """The state after the pending transaction (the state unchanged if there was none)."""
-
-
-def parse_mariadb(state: str) -> dict[int, tuple[int, int]]:
-    """``0-1-105,1-2-7`` -> {domain: (server_id, seq)}."""
-    out: dict[int, tuple[int, int]] = {}
-    for part in state.replace(" ", "").split(","):
-        if not part:
-            continue
-        try:
-            domain, server, seq = (int(x) for x in part.split("-"))
-        except ValueError:
-            raise GtidError(f"not a MariaDB GTID: {part!r}") from None
-        out[domain] = (server, seq)
-    return out
-
-
-def format_mariadb(state: dict[int, tuple[int, int]]) -> str:
-    return ",".join(f"{d}-{s}-{n}" for d, (s, n) in sorted(state.items()))
 
 
 class MariaDBTracker:
@@ -104,26 +83,3 @@ class MySQLTracker:
 
 def tracker(flavor: str, state: str) -> Tracker:
     return MySQLTracker(state) if flavor == MYSQL else MariaDBTracker(state)
-
-
-def covers(flavor: str, have: str, need: str) -> bool:
-    """True when state ``have`` holds every transaction of state ``need`` (same history assumed)."""
-    if flavor == MYSQL:
-        # GtidSet.__contains__ in 1.0.17 compares whole Gtids for equality: not a subset test
-        mine = GtidSet(have or None).gtids
-        return all(any(g in m for m in mine) for g in GtidSet(need or None).gtids)
-    mine = parse_mariadb(have)
-    return all(d in mine and mine[d][1] >= seq for d, (_, seq) in parse_mariadb(need).items())
-
-
-def missing_domains(have: str, server: str) -> list[str]:
-    """MariaDB: the GTIDs of ``have`` that the server's ``@@gtid_binlog_pos`` cannot contain.
-
-    A domain the server never logged, or a sequence number it has not reached, means it
-    lacks transactions the worker applied: the server does not have our history.  (A
-    domain the server has with a higher sequence number is checked by the server itself,
-    in strict mode, when we ask for it.)
-    """
-    theirs = parse_mariadb(server)
-    return [f"{d}-{s}-{n}" for d, (s, n) in parse_mariadb(have).items()
-            if d not in theirs or theirs[d][1] < n]
