@@ -15,6 +15,12 @@ every multi-key script touches one slot)::
                            <variant> is <tag> or <tag>:<param>=<text>&... (the lab's
                            products: ct:{p}:v, ct:{p:category=~<weight>}:v)
     ct:{inv}:position      the invalidator's binlog position (JSON)
+    ct:{inv}:applied       the GTID state whose invalidations are all in Redis (also the
+                           channel the invalidator publishes it on)
+    ct:{f<n>}:gtid         slot n's watermark, "<ms> <GTID state>": the Redis time and the
+                           state after the last transaction that changed a key of the slot
+    ct:{inv}:gtid          one Redis node's watermark for batches too large to mark slot by
+                           slot, DDL and full invalidations (never on a cluster)
     ct:{inv}:leader        the invalidator leader's lease: "<token> <owner>"
     ct:{inv}:fence         the last fencing token handed out (an integer)
     ct:{f<tag>}:fence      on Redis Cluster, the highest token that wrote to the
@@ -113,7 +119,7 @@ class Keyspace:
         if rest == "":
             tag, sep, text = content.partition(":")
             return KeyParts("row", tag, text) if sep else KeyParts("foreign")
-        if rest in (":inv", ":fence", ":position", ":leader") or content == "inv":
+        if rest in (":inv", ":fence", ":position", ":leader", ":gtid", ":applied") or content == "inv":
             return KeyParts("state")
         tag, _, variant = content.partition(":")
         assignment = tuple(tuple(part.split("=", 1)) for part in variant.split("&")) if variant else ()
@@ -153,14 +159,35 @@ class Keyspace:
         """On Redis Cluster: the highest fencing token that wrote to hash slot ``slot``."""
         return f"{self.prefix}:{{{slot_tag(slot)}}}:fence"
 
+    def invalidator_applied(self) -> str:
+        """The GTID state whose every invalidation is in Redis; also the channel it is
+        published on as it moves (reads that carry a Cachetail-Min-GTID wait on it)."""
+        return f"{self.prefix}:{{inv}}:applied"
+
+    def slot_watermark(self, slot: int) -> str:
+        """Hash slot ``slot``'s watermark: ``<ms> <GTID state>`` of the last transaction that
+        changed one of its keys (see :func:`watermark`); in the slot itself, so a fill's lease
+        reads it atomically, on one node and on a cluster."""
+        return f"{self.prefix}:{{{slot_tag(slot)}}}:gtid"
+
+    def node_watermark(self) -> str:
+        """One Redis node's watermark, for what is not marked slot by slot (never on a cluster)."""
+        return f"{self.prefix}:{{inv}}:gtid"
+
+    def watermarks(self, key: str, cluster: bool) -> list[str]:
+        """The watermarks a fill of ``key`` must respect: its slot's, and on one node the node's."""
+        slot = self.slot_watermark(key_slot(key))
+        return [slot] if cluster else [slot, self.node_watermark()]
+
     def state_keys(self) -> tuple[str, ...]:
         """Keys under the prefix that are state, not cached data: never counted or cleared
-        (nor the list generations and slot fences, see is_state)."""
-        return (self.invalidator_position(), self.invalidator_leader(), self.invalidator_fence())
+        (nor the list generations, slot fences and watermarks, see is_state)."""
+        return (self.invalidator_position(), self.invalidator_leader(), self.invalidator_fence(),
+                self.invalidator_applied())
 
     def is_state(self, key: bytes) -> bool:
-        """Generations stay, so they only ever grow; fences and the leader's state stay."""
-        return key in self._state_bytes or key.endswith((b"}:fence", b"}:gen"))
+        """Generations stay, so they only ever grow; fences, watermarks and the leader's state stay."""
+        return key in self._state_bytes or key.endswith((b"}:fence", b"}:gen", b"}:gtid"))
 
     @property
     def _state_bytes(self) -> frozenset[bytes]:
@@ -185,17 +212,25 @@ def key_slot(key: str | bytes) -> int:
 
 @functools.lru_cache(maxsize=1)
 def _slot_tags() -> tuple[str, ...]:
-    """A short hash tag for every slot: 'f' + the first integer whose tag lands there."""
+    """A short hash tag for every slot: 'f' + the first integer whose tag lands there.
+    (About 0.1 s: both processes build it at start, see :func:`prepare_slot_tags`.)"""
+    from binascii import crc_hqx  # what redis.crc.key_slot computes, for a key without braces
+
     tags: list[str | None] = [None] * SLOTS
     left, i = SLOTS, 0
     while left:
-        tag = f"f{i}"
-        slot = key_slot(tag)
+        tag = b"f%d" % i
+        slot = crc_hqx(tag, 0) % SLOTS
         if tags[slot] is None:
-            tags[slot] = tag
+            tags[slot] = tag.decode()
             left -= 1
         i += 1
     return tuple(t for t in tags if t is not None)
+
+
+def prepare_slot_tags() -> None:
+    """Build the slot tags now, not inside the first request or batch that needs one."""
+    _slot_tags()
 
 
 def slot_tag(slot: int) -> str:
@@ -227,6 +262,17 @@ def is_negative(value: bytes) -> bool:
     return value[:1] == NEGATIVE
 
 
+def watermark(value: bytes | None) -> tuple[int, str] | None:
+    """A watermark's Redis time (ms since the epoch) and GTID state ('' when the invalidator
+    did not know it); None for no watermark, or one that does not parse."""
+    if not value:
+        return None
+    ms, _, state = value.partition(b" ")
+    if not ms.isdigit():
+        return None
+    return int(ms), state.decode("ascii", "replace")
+
+
 # ---------------------------------------------------------------- Lua scripts
 
 # Store a fill only while the key still holds this fill's lease token.
@@ -252,7 +298,25 @@ local function new_generation()
 end
 """
 
-LIST_LEASE = _NEW_GENERATION + """
+# The Redis clock in milliseconds, as text (watermarks are compared on it).
+_NOW_MS = """
+local function now_ms()
+  local t = redis.call('TIME')
+  return t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
+end
+"""
+
+# With a lease taken, what a fill from a replica must respect: the Redis time and the
+# watermarks of KEYS[first..] ('' for one that is missing), read atomically with the lease.
+_FRESHNESS = _NOW_MS + """
+local function freshness(out, first)
+  out[#out + 1] = now_ms()
+  for i = first, #KEYS do out[#out + 1] = redis.call('GET', KEYS[i]) or '' end
+  return out
+end
+"""
+
+LIST_LEASE = _NEW_GENERATION + _FRESHNESS + """
 local gen = redis.call('GET', KEYS[1]) or new_generation()
 local v = redis.call('GET', KEYS[2])
 if v then
@@ -264,7 +328,19 @@ if v then
   end
 end
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+if #KEYS > 2 then return freshness({1, gen}, 3) end
 return {1, gen}
+"""
+# KEYS[3..] (optional) = the variant's watermarks; state 1 then also returns the Redis
+# time and each watermark (see _FRESHNESS).
+
+# An entity fill's lease when fills read a replica: SET NX PX, and with it the Redis time
+# and the watermarks of the key's slot (and node), atomically.
+# KEYS[1]=key KEYS[2..]=watermarks ARGV[1]=token ARGV[2]=lease ms
+# Returns {0} when the key holds a value or someone else's lease, else {1, ms, wm...}.
+ENTITY_LEASE = _FRESHNESS + """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {0} end
+return freshness({1}, 2)
 """
 
 # Store a list page only while this fill's lease holds and no row of the
@@ -365,7 +441,15 @@ def pack_ops(keys: list[str], ops: list[bytes]) -> PackedOps:
 
 # apply(k, layout, v): the data keys are KEYS[k..], laid out as PackedOps says; the
 # stored values are ARGV[v..].  The same in both scripts below.
-_APPLY_OP = """
+# mark(first, last, state): KEYS[first..last] are watermarks, set to the Redis time and
+# the GTID state after this work (see Keyspace.slot_watermark).
+_APPLY_OP = _NOW_MS + """
+local function mark(first, last, state)
+  if last < first then return end
+  local m = now_ms() .. ' ' .. state
+  for i = first, last do redis.call('SET', KEYS[i], m) end
+end
+
 local function apply(k, layout, v)
   local n, ttls = {}, {}
   for x in string.gmatch(layout, '%d+') do
@@ -402,12 +486,22 @@ end
 # wakes up can neither apply old work nor move the position.  On one Redis node
 # it carries a whole transaction; on a cluster only the position (the data keys
 # go slot by slot through SLOT_APPLY).
-# KEYS[1]=leader KEYS[2]=position KEYS[3..]=data keys
-# ARGV[1]=leader value ARGV[2]=position JSON or '' ARGV[3]=layout ARGV[4..]=stored values
+# With the work go the watermarks of what it changed (its keys' slots, or the node's),
+# and the applied GTID state, published for reads that wait on it (pcall: a server
+# without sharded pub/sub must not fail the work).
+# KEYS[1]=leader KEYS[2]=position KEYS[3]=applied KEYS[4..3+w]=watermarks KEYS[4+w..]=data keys
+# ARGV[1]=leader value ARGV[2]=position JSON or '' ARGV[3]=layout ARGV[4]=GTID state or ''
+# ARGV[5]=w ARGV[6]=PUBLISH or SPUBLISH ARGV[7..]=stored values
 FENCED_APPLY = _APPLY_OP + """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-apply(3, ARGV[3], 4)
+local w = tonumber(ARGV[5])
+mark(4, 3 + w, ARGV[4])
+apply(4 + w, ARGV[3], 7)
 if ARGV[2] ~= '' then redis.call('SET', KEYS[2], ARGV[2]) end
+if ARGV[4] ~= '' then
+  redis.call('SET', KEYS[3], ARGV[4])
+  redis.pcall(ARGV[6], KEYS[3], ARGV[4])
+end
 return 1
 """
 
@@ -417,14 +511,29 @@ return 1
 # still write a slot the new one has not reached yet: the new one replays from
 # the shared position, which is never past the old one's work, so it rewrites
 # those keys after it.
-# KEYS[1]=slot fence KEYS[2..]=data keys  ARGV[1]=token ARGV[2]=layout ARGV[3..]=stored values
+# The slot's watermark goes with the work.
+# KEYS[1]=slot fence KEYS[2]=slot watermark KEYS[3..]=data keys
+# ARGV[1]=token ARGV[2]=layout ARGV[3]=GTID state or '' ARGV[4..]=stored values
 SLOT_APPLY = _APPLY_OP + """
 local seen = tonumber(redis.call('GET', KEYS[1]) or '0')
 local token = tonumber(ARGV[1])
 if seen > token then return 0 end
 if seen < token then redis.call('SET', KEYS[1], ARGV[1]) end
-apply(2, ARGV[2], 3)
+mark(2, 2, ARGV[3])
+apply(3, ARGV[2], 4)
 return 1
+"""
+
+# Mark watermarks without other work: before a DDL clear or a full invalidation (the mark
+# must come first: a fill that leases a key after it is dropped must see it), and when a
+# leader starts (NX: only those missing, so every slot has one).  One slot's keys per call
+# on a cluster.  KEYS[1..]=watermarks ARGV[1]=GTID state ARGV[2]='NX' or ''
+MARK = _NOW_MS + """
+local m = now_ms() .. ' ' .. ARGV[1]
+for i = 1, #KEYS do
+  if ARGV[2] == 'NX' then redis.call('SET', KEYS[i], m, 'NX') else redis.call('SET', KEYS[i], m) end
+end
+return #KEYS
 """
 
 # Take the leader lease if it is free, or held by an earlier run of this same

@@ -17,15 +17,15 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import redis
 from redis.connection import Connection
 
-from cachetail.keyspace import (FENCED_APPLY, OP_BUMP, OP_DELETE, OP_SET, SLOT_APPLY, Keyspace, PackedOps, key_slot,
-                                pack_ops)
+from cachetail.keyspace import (FENCED_APPLY, MARK, OP_BUMP, OP_DELETE, OP_SET, SLOT_APPLY, SLOTS, Keyspace,
+                                PackedOps, key_slot, pack_ops)
 from metrics import invalidator as m
 
 from invalidator.leader import Leadership, LostLeadership
@@ -118,7 +118,8 @@ class Applier:
 
     def __init__(self, client: redis.Redis | redis.RedisCluster, keyspace: Keyspace,
                  store: PositionStore, stop: threading.Event, retry_max_s: float,
-                 leadership: Leadership, on_wait: Callable[[], None] = lambda: None) -> None:
+                 leadership: Leadership, on_wait: Callable[[], None] = lambda: None,
+                 watermark_slots_max: int = 64) -> None:
         self.client = client
         self.keyspace = keyspace
         self.store = store
@@ -131,7 +132,13 @@ class Applier:
         self.pool = None if isinstance(client, redis.RedisCluster) else client.connection_pool
         self._fenced = client.register_script(FENCED_APPLY)
         self._slot_apply = client.register_script(SLOT_APPLY)
-        self._state_keys = [keyspace.invalidator_leader(), keyspace.invalidator_position()]
+        self._mark = client.register_script(MARK)
+        self._state_keys = [keyspace.invalidator_leader(), keyspace.invalidator_position(),
+                            keyspace.invalidator_applied()]
+        # one node: a batch of at most this many keys marks their slots' watermarks, a larger
+        # one (or any, at 0) the node's; a cluster always marks slot by slot
+        self.watermark_slots_max = watermark_slots_max
+        self._publish = b"SPUBLISH" if self.cluster else b"PUBLISH"
         # test seam: called with each batch right before it is written (a pause goes here)
         self.before_send: Callable[[Batch], None] = lambda batch: None
 
@@ -170,18 +177,22 @@ class Applier:
         saved = self._saved(position)
         packed = None if self.cluster else pack_ops(keys, ops)  # a cluster packs slot by slot
 
+        state = _state(position)
+
         def send() -> None:
             self.before_send(batch)
+            if batch.clear:  # the watermarks first: a fill that leases a cleared key sees them
+                self.mark_all(state)
             for pattern in sorted(batch.clear):
                 self._unlink_matching(pattern)
             if self.cluster:
                 if keys:
-                    self._send_slots(keys, ops)
-                if saved:
-                    self._send_fenced(pack_ops([], []), saved)
-            elif keys or saved:
+                    self._send_slots(keys, ops, state)
+                if saved or state:
+                    self._send_fenced(pack_ops([], []), saved, state)
+            elif keys or saved or state:
                 assert packed is not None
-                self._send_fenced(packed, saved)
+                self._send_fenced(packed, saved, state, self._marks(keys))
 
         self.retry("applying a transaction", send)
         if position is not None:
@@ -223,9 +234,10 @@ class Applier:
             self.before_send(batch)
             if not conn.is_connected:  # it would reconnect by itself, and the reply be lost
                 raise redis.ConnectionError("the connection of the script in flight is closed")
+            script_keys, args = self._fenced_call(value, packed, saved, _state(position), self._marks(keys))
             # no health check: its PING's reply would be read before the one in flight
-            conn.send_command("EVALSHA", self._fenced.sha, 2 + len(keys), *self._state_keys, *packed.keys,
-                              value, saved, packed.layout, *packed.values, check_health=False)
+            conn.send_command("EVALSHA", self._fenced.sha, len(script_keys), *script_keys, *args,
+                              check_health=False)
             if earlier is not None:
                 self._acknowledged(earlier, conn.read_response())
         except (*REDIS_ERRORS, redis.ResponseError):  # a cut connection; NOSCRIPT after a restart
@@ -279,14 +291,41 @@ class Applier:
         if self.pool is not None:
             self.pool.release(conn)
 
-    def _send_fenced(self, packed: PackedOps, saved: bytes) -> None:
+    def _send_fenced(self, packed: PackedOps, saved: bytes, state: bytes, marks: Sequence[str] = ()) -> None:
         value = self.leadership.value
         if value is None:
             raise LostLeadership("not the leader")
-        self._fenced_off(self._fenced(keys=[*self._state_keys, *packed.keys],
-                                      args=[value, saved, packed.layout, *packed.values]))
+        script_keys, args = self._fenced_call(value, packed, saved, state, marks)
+        self._fenced_off(self._fenced(keys=script_keys, args=args))
 
-    def _send_slots(self, keys: list[str], ops: list[bytes]) -> None:
+    def _fenced_call(self, value: str, packed: PackedOps, saved: bytes, state: bytes,
+                     marks: Sequence[str]) -> tuple[list[str], list[Any]]:
+        """FENCED_APPLY's keys and arguments (see cachetail/keyspace.py)."""
+        return ([*self._state_keys, *marks, *packed.keys],
+                [value, saved, packed.layout, state, len(marks), self._publish, *packed.values])
+
+    def _marks(self, keys: list[str]) -> list[str]:
+        """One node: the watermarks a batch of ``keys`` sets; none for a position alone."""
+        if not keys:
+            return []
+        if len(keys) > self.watermark_slots_max:
+            return [self.keyspace.node_watermark()]
+        return sorted({self.keyspace.slot_watermark(key_slot(key)) for key in keys})
+
+    def mark_all(self, state: bytes, only_missing: bool = False) -> None:
+        """Every watermark a fill may read: the node's on one Redis node, every slot's on a
+        cluster (one script per slot, pipelined).  ``only_missing``: a leader starting, which
+        gives a watermark to each slot that has none."""
+        nx = b"NX" if only_missing else b""
+        if not self.cluster:
+            self._mark(keys=[self.keyspace.node_watermark()], args=[state, nx])
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for slot in range(SLOTS):
+            pipe.execute_command("EVAL", MARK, 1, self.keyspace.slot_watermark(slot), state, nx)
+        pipe.execute()
+
+    def _send_slots(self, keys: list[str], ops: list[bytes], state: bytes) -> None:
         if self.leadership.value is None:
             raise LostLeadership("not the leader")
         token = self.leadership.token
@@ -296,16 +335,18 @@ class Applier:
             group[0].append(key)
             group[1].append(op)
         slots = [(slot, pack_ops(*group)) for slot, group in by_slot.items()]
+        ks = self.keyspace
         if len(slots) == 1:
             ((slot, packed),) = slots
-            results = [self._slot_apply(keys=[self.keyspace.slot_fence(slot), *packed.keys],
-                                        args=[token, packed.layout, *packed.values])]
+            results = [self._slot_apply(keys=[ks.slot_fence(slot), ks.slot_watermark(slot), *packed.keys],
+                                        args=[token, packed.layout, state, *packed.values])]
         else:
             # EVAL, not EVALSHA: a promoted replica may not have the script cached yet
             pipe = self.client.pipeline(transaction=False)
             for slot, packed in slots:
-                pipe.execute_command("EVAL", SLOT_APPLY, 1 + len(packed.keys), self.keyspace.slot_fence(slot),
-                                     *packed.keys, token, packed.layout, *packed.values)
+                pipe.execute_command("EVAL", SLOT_APPLY, 2 + len(packed.keys), ks.slot_fence(slot),
+                                     ks.slot_watermark(slot), *packed.keys, token, packed.layout, state,
+                                     *packed.values)
             results = pipe.execute()
         if not all(results):
             self.leadership.lost.set()
@@ -318,9 +359,11 @@ class Applier:
     def load(self) -> Position | None:
         return self.retry("loading the saved position", self.store.load)
 
-    def clear_owned(self) -> int:
-        """UNLINK every cached key under the prefix (SCAN in batches; never FLUSHALL).
-        The invalidator's own state (lease, fences, position) stays."""
+    def clear_owned(self, position: Position) -> int:
+        """UNLINK every cached key under the prefix (SCAN in batches; never FLUSHALL), after
+        marking every watermark with ``position``'s GTID state.  The invalidator's own state
+        (lease, fences, position, watermarks) stays."""
+        self.retry("marking every watermark", lambda: self.mark_all(_state(position)))
         return self.retry("clearing every owned key",
                           lambda: self._unlink_matching(self.keyspace.owned_pattern()))
 
@@ -338,6 +381,11 @@ class Applier:
             removed += self.client.unlink(*batch)
         m.KEYS.labels("cleared").inc(removed)
         return removed
+
+
+def _state(position: Position | None) -> bytes:
+    """The GTID state after the work, as the scripts take it ('' when unknown)."""
+    return position.gtid.encode() if position is not None and position.gtid else b""
 
 
 def count_keys(deleted: int, bumped: int, stored: int) -> None:

@@ -52,6 +52,7 @@ class InvalidatorSettings:
     audit_sample_keys_per_s: float = 10.0
     audit_db_queries_per_s: float = 20.0
     audit_invalidation_share: float = 0.1
+    watermark_slots_max: int = 64  # one Redis node: larger batches mark the node's watermark
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> InvalidatorSettings:
@@ -80,6 +81,7 @@ class InvalidatorSettings:
             audit_sample_keys_per_s=r.float("AUDIT_SAMPLE_KEYS_PER_S", 10.0, lo=0.0, hi=10_000.0),
             audit_db_queries_per_s=r.float("AUDIT_DB_QUERIES_PER_S", 20.0, lo=0.1, hi=10_000.0),
             audit_invalidation_share=r.float("AUDIT_INVALIDATION_SHARE", 0.1, lo=0.0, hi=1.0),
+            watermark_slots_max=r.int("INVALIDATOR_WATERMARK_SLOTS_MAX", 64, lo=0, hi=16384),
         )
 
     @property

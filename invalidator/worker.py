@@ -29,6 +29,7 @@ from pymysqlreplication.event import (
 from pymysqlreplication.row_event import RowsEvent
 
 from cachetail import config as declaration
+from cachetail.keyspace import prepare_slot_tags
 from cachetail.schema import Catalog
 from metrics import invalidator as m
 
@@ -144,13 +145,15 @@ class Worker:
     def run(self) -> int:
         """Lead or stand by until stopped; 0 on a stop request.  Raises CheckFailed on bad configuration."""
         s = self.settings
+        prepare_slot_tags()  # watermark and fence keys name slots: built here, not in a batch
         client = build_redis(s)
         store = make_store(s.position_store, client, self.keyspace, s.state_dir)
         # the lease is renewed from a thread of its own, on a client of its own
         self.leadership = Leadership(build_redis(s), self.keyspace, s.identity, s.lease_s,
                                      REDIS_ERRORS)
         self.applier = Applier(client, self.keyspace, store, self.stop, s.retry_max_s,
-                               self.leadership, on_wait=self.watchdog.ping)
+                               self.leadership, on_wait=self.watchdog.ping,
+                               watermark_slots_max=s.watermark_slots_max)
         http = start_http(s.metrics_host, s.metrics_port, self.health) if self.serve_http else None
         try:
             catalog = self.mysql(self.checked_catalog)
@@ -221,7 +224,14 @@ class Worker:
             return self.full_invalidation("no_position", "no saved position")
         log.info("resuming from %s (server_id %d, GTID %s)", saved, saved.source_id, saved.gtid)
         self.position = self.saved = saved
+        self.mark_watermarks(saved)  # (a full invalidation marks every watermark itself)
         return saved
+
+    def mark_watermarks(self, position: Position) -> None:
+        """Give every slot (one node: the node) that has no watermark one, at the state this
+        leader starts from: a fill from a replica reads the primary for a slot without one."""
+        state = (position.gtid or "").encode()
+        self.applier.retry("marking watermarks", lambda: self.applier.mark_all(state, only_missing=True))
 
     def follow_from(self, position: Position) -> Position:
         """Stream from ``position`` until stopped or the connection fails; the position to resume."""
@@ -549,7 +559,9 @@ class Worker:
             return
         self.position = position
         self.progressed()
-        self.save_if_due(IDLE_SAVE_S)
+        # caught up, at once: a read waiting for this transaction's GTID (Cachetail-Min-GTID)
+        # learns it is applied; behind, at most every IDLE_SAVE_S
+        self.save_if_due(IDLE_SAVE_S if self.group.behind() else 0.0)
 
     def save_if_due(self, min_age_s: float) -> None:
         if self.position is None or self.position == self.saved:
@@ -621,7 +633,7 @@ class Worker:
                   reason, why, self.keyspace.owned_pattern())
         position = self.mysql(current_position)  # first: changes after it are replayed
         self.offset_refused = False
-        cleared = self.applier.clear_owned()
+        cleared = self.applier.clear_owned(position)
         self.applier.save(position)
         self.position = self.saved = position
         self.saved_at = time.monotonic()

@@ -27,13 +27,21 @@ def test_keys_share_a_hash_slot_where_scripts_need_it() -> None:
 
 
 def test_invalidator_state_shares_one_slot_and_slot_fences_land_in_their_slot() -> None:
-    state = [KEYS.invalidator_position(), KEYS.invalidator_leader(), KEYS.invalidator_fence()]
+    state = [KEYS.invalidator_position(), KEYS.invalidator_leader(), KEYS.invalidator_fence(),
+             KEYS.invalidator_applied(), KEYS.node_watermark()]
     assert len({keyspace.key_slot(k) for k in state}) == 1  # one script checks the lease and saves
     for slot in (0, 1, 5461, 12182, 16383):
         assert keyspace.key_slot(KEYS.slot_fence(slot)) == slot
+        assert keyspace.key_slot(KEYS.slot_watermark(slot)) == slot
     assert keyspace.key_slot(KEYS.user(42)) == keyspace.key_slot("{u:42}")
+    # a fill's lease reads its key's watermarks in one script: its slot's, and on one node the node's
+    user = KEYS.user(42)
+    assert KEYS.watermarks(user, cluster=True) == [KEYS.slot_watermark(keyspace.key_slot(user))]
+    assert KEYS.watermarks(user, cluster=False) == [KEYS.slot_watermark(keyspace.key_slot(user)),
+                                                   KEYS.node_watermark()]
     gen = KEYS.list_generation(Keyspace.variant("p"))
-    assert all(KEYS.is_state(k.encode()) for k in state + [gen, KEYS.slot_fence(9)])
+    assert all(KEYS.is_state(k.encode()) for k in state + [gen, KEYS.slot_fence(9), KEYS.slot_watermark(9)])
+    assert all(KEYS.parse(k).kind == "state" for k in state + [KEYS.slot_watermark(9)])
     assert not KEYS.is_state(KEYS.user(42).encode())
     assert not KEYS.is_state(KEYS.list_page(Keyspace.variant("p", (("c", "fence"),))).encode())
 
@@ -92,21 +100,37 @@ def test_fenced_apply_carries_out_every_op_of_a_packed_batch(redis_client: redis
     ops = ([keyspace.OP_DELETE] * len(deleted) + [keyspace.OP_BUMP] * 2
            + [keyspace.OP_SET + b"%d " % ttl + value for value, ttl in stored.values()])
     packed = keyspace.pack_ops(keys, ops)
+    applied = KEYS.invalidator_applied()
+    marks = [KEYS.slot_watermark(3), KEYS.slot_watermark(9)]
+    listener = redis_client.pubsub()
+    listener.subscribe(applied)
+    assert listener.get_message(timeout=5)["type"] == "subscribe"
 
-    def call(value: str, saved: bytes) -> int:
-        return int(fenced(keys=[leader, position, *packed.keys], args=[value, saved, packed.layout, *packed.values]))
+    def call(value: str, saved: bytes, state: bytes) -> int:
+        return int(fenced(keys=[leader, position, applied, *marks, *packed.keys],
+                          args=[value, saved, packed.layout, state, len(marks), "PUBLISH", *packed.values]))
 
-    assert call("6 old", b'{"log_pos": 1}') == 0  # fenced off: nothing below happened
+    assert call("6 old", b'{"log_pos": 1}', b"0-1-5") == 0  # fenced off: nothing below happened
     assert redis_client.exists(*deleted) == len(deleted) and redis_client.get(position) is None
     assert redis_client.get(kept_gen) == b"41" and not redis_client.exists(*stored)
+    assert redis_client.exists(applied, *marks) == 0
 
-    assert call("7 me", b'{"log_pos": 2}') == 1
+    before_ms = int(redis_client.time()[0]) * 1000
+    assert call("7 me", b'{"log_pos": 2}', b"0-1-6") == 1
     assert redis_client.exists(*deleted) == 0
     assert redis_client.get(kept_gen) == b"42" and int(redis_client.get(lost_gen) or 0) > 10**15
     for key, (value, ttl) in stored.items():
         assert redis_client.get(key) == value
         assert ttl - 5 <= redis_client.ttl(key) <= ttl
     assert redis_client.get(position) == b'{"log_pos": 2}'
+    # the watermarks and the applied state went with the work, and the state was published
+    for mark in marks:
+        ms, state = keyspace.watermark(redis_client.get(mark))
+        assert state == "0-1-6" and before_ms <= ms <= before_ms + 5000
+    assert redis_client.get(applied) == b"0-1-6"
+    message = listener.get_message(timeout=5)
+    assert (message["type"], message["data"]) == ("message", b"0-1-6")
+    listener.close()
 
 
 def test_slot_apply_refuses_an_older_token_and_raises_the_fence(redis_client: redis.Redis) -> None:
@@ -114,12 +138,16 @@ def test_slot_apply_refuses_an_older_token_and_raises_the_fence(redis_client: re
     fence, key, gone = KEYS.slot_fence(keyspace.key_slot(KEYS.user(1))), KEYS.user(1), KEYS.user(1) + "x"
     packed = keyspace.pack_ops([key], [keyspace.OP_SET + b"60 {\"v\": 5}"])
 
-    def call(token: int, packed: keyspace.PackedOps) -> int:
-        return int(slot_apply(keys=[fence, *packed.keys], args=[token, packed.layout, *packed.values]))
+    mark = KEYS.slot_watermark(keyspace.key_slot(KEYS.user(1)))
 
-    assert call(5, packed) == 1 and redis_client.get(fence) == b"5" and redis_client.get(key) == b'{"v": 5}'
+    def call(token: int, packed: keyspace.PackedOps, state: bytes) -> int:
+        return int(slot_apply(keys=[fence, mark, *packed.keys], args=[token, packed.layout, state, *packed.values]))
+
+    assert call(5, packed, b"0-1-5") == 1 and redis_client.get(fence) == b"5"
+    assert redis_client.get(key) == b'{"v": 5}' and keyspace.watermark(redis_client.get(mark))[1] == "0-1-5"
     redis_client.set(gone, b"{}")
-    assert call(4, keyspace.pack_ops([key, gone], [keyspace.OP_DELETE] * 2)) == 0  # an older leader
-    assert redis_client.exists(key, gone) == 2
-    assert call(6, keyspace.pack_ops([key, gone], [keyspace.OP_DELETE] * 2)) == 1
+    assert call(4, keyspace.pack_ops([key, gone], [keyspace.OP_DELETE] * 2), b"0-1-9") == 0  # an older leader
+    assert redis_client.exists(key, gone) == 2 and keyspace.watermark(redis_client.get(mark))[1] == "0-1-5"
+    assert call(6, keyspace.pack_ops([key, gone], [keyspace.OP_DELETE] * 2), b"0-1-7") == 1
     assert redis_client.exists(key, gone) == 0 and redis_client.get(fence) == b"6"
+    assert keyspace.watermark(redis_client.get(mark))[1] == "0-1-7"
