@@ -123,18 +123,29 @@ async def cache_clear(request: Request) -> Response:
 
 
 async def health(request: Request) -> Response:
+    """200 ok; 200 degraded (Redis or the read replica down: reads are still answered, from
+    MySQL or from the primary); 503 when the primary is down."""
     svc = services(request)
-    mysql, redis = await asyncio.gather(_mysql_state(svc), _redis_state(svc))
+    mysql, redis, reads = await asyncio.gather(_mysql_state(svc), _redis_state(svc),
+                                               _mysql_state(svc, reads=True))
+    body: dict[str, Any] = {"mysql": mysql, "redis": redis}
+    if svc.db.separate:
+        server = svc.db.server
+        body["mysql_read"] = {**reads, "role": server.kind if server else "unknown"}
     if mysql["state"] != "ok":
         status, code = "down", 503
+    elif redis["state"] != "ok" or (svc.db.separate and reads["state"] != "ok"):
+        status, code = "degraded", 200
     else:
-        status, code = ("ok", 200) if redis["state"] == "ok" else ("degraded", 200)
-    return JSONResponse({"status": status, "mysql": mysql, "redis": redis}, status_code=code)
+        status, code = "ok", 200
+    return JSONResponse({"status": status, **body}, status_code=code)
 
 
-async def _mysql_state(svc: Services) -> dict[str, str]:
+async def _mysql_state(svc: Services, reads: bool = False) -> dict[str, str]:
+    if reads and not svc.db.separate:
+        return {"state": "ok"}
     try:
-        await svc.db.ping(svc.settings.health_timeout_s)
+        await svc.db.ping(svc.settings.health_timeout_s, reads=reads)
     except DatabaseUnavailable as exc:
         return {"state": "down", "error": exc.error_class}
     return {"state": "ok"}

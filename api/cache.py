@@ -21,20 +21,24 @@ from typing import Any, NamedTuple, TypeVar, cast
 
 from redis.asyncio import Redis, RedisCluster
 
+from api.db import REPLICA, Source, primary
+from api.freshness import AppliedWatch, Freshness
 from api.lean import HotReads
 from api.nearcache import NearCache
 from api.redisconn import Guard, RedisUnavailable
 from cachetail import keyspace
+from cachetail.gtid import GtidState
 from cachetail.keyspace import Keyspace, is_lease, is_negative, stamp, unstamp
 from cachetail.settings import CacheSettings
 from metrics.api import CACHE_FILLS, CACHE_LOOKUP_SECONDS, CACHE_LOOKUPS, FILLS_IN_FLIGHT
 
 T = TypeVar("T")
-HIT, MISS, BYPASS = "HIT", "MISS", "BYPASS"
+HIT, MISS, BYPASS, PRIMARY = "HIT", "MISS", "BYPASS", "PRIMARY"
 FOUND, LEASED, ABSENT = "found", "leased", "absent"  # what a read found in the key
 
-EntityLoader = Callable[[], Awaitable[tuple[bytes | None, bool]]]  # (body or None, storable)
-ListLoader = Callable[[], Awaitable[bytes]]
+# (body or None, storable), read from the given source
+EntityLoader = Callable[[Source], Awaitable[tuple[bytes | None, bool]]]
+ListLoader = Callable[[Source], Awaitable[bytes]]
 # Called between the SELECT and the compare-and-set store, with the key: a seam
 # for tests that must put an invalidation at exactly that point.
 AfterSelect = Callable[[str], Awaitable[None]]
@@ -52,17 +56,22 @@ NEAR, REDIS = "near", "redis"  # where a hit came from (the X-Cache-Tier header)
 
 class Answer(NamedTuple):  # a tuple: the cheapest record to build on a near-cache hit
     body: bytes | None  # None: no such row
-    source: str  # HIT, MISS or BYPASS (the X-Cache header)
+    source: str  # HIT, MISS, BYPASS or PRIMARY (the X-Cache header)
     tier: str | None = None  # NEAR or REDIS for a hit
 
 
 class Cache:
     def __init__(self, client: Redis | RedisCluster, guard: Guard, keys: Keyspace,
                  settings: CacheSettings, *, after_select: AfterSelect | None = None,
-                 lean: HotReads | None = None, near: NearCache | None = None) -> None:
+                 lean: HotReads | None = None, near: NearCache | None = None,
+                 fresh: Freshness | None = None, applied: AppliedWatch | None = None,
+                 min_gtid_wait_s: float = 0.2) -> None:
         if near is not None and lean is None:
             raise ValueError("the near-cache reads through the lean connection")
         self._redis = client
+        self._fresh = fresh
+        self.applied = applied
+        self._min_gtid_wait_s = min_gtid_wait_s
         self._lean = lean
         self._near = near
         self.after_tracked_read: AfterTrackedRead | None = None
@@ -73,6 +82,7 @@ class Cache:
         self._wait_s = settings.lease_wait_ms / 1000
         self._after_select = after_select
         self._cas = client.register_script(keyspace.CAS_STORE)
+        self._entity_lease = client.register_script(keyspace.ENTITY_LEASE)
         self._release = client.register_script(keyspace.LEASE_RELEASE)
         self._list_lease = client.register_script(keyspace.LIST_LEASE)
         self._list_cas = client.register_script(keyspace.LIST_CAS_STORE)
@@ -81,29 +91,63 @@ class Cache:
     # --------------------------------------------------------------- entities
 
     async def entity(self, name: str, key: str, load: EntityLoader, *, near: bool, ttl_s: int,
-                     negative_ttl_s: int) -> Answer:
+                     negative_ttl_s: int, need: GtidState | None = None) -> Answer:
         """One row by its key: near-cache (when ``near``), Redis, else a leased fill.
         ``load`` gives the row's bytes (None: no row) and whether they may be stored under
-        ``key`` (False: another spelling of the row's key, or a 404 that must not be cached)."""
+        ``key`` (False: another spelling of the row's key, or a 404 that must not be cached).
+        ``need``: a Cachetail-Min-GTID the answer must reflect (see api/freshness.py)."""
         started = time.perf_counter()
-        value = None if self._near is None or not near else self._near.get(key)
-        if value is not None:  # the hot path: nothing to await
-            answer = Answer(None if is_negative(value) else value, HIT, NEAR)
+        if need is not None:
+            answer = await self._needing(need, near, lambda: self._entity(
+                name, key, load, near, ttl_s, negative_ttl_s, need), _body(load))
         else:
-            answer = await self._entity(name, key, load, near, ttl_s, negative_ttl_s)
+            value = None if self._near is None or not near else self._near.get(key)
+            if value is not None:  # the hot path: nothing to await
+                answer = Answer(None if is_negative(value) else value, HIT, NEAR)
+            else:
+                answer = await self._entity(name, key, load, near, ttl_s, negative_ttl_s, None)
         _count(name, answer, started)
         return answer
 
     async def _entity(self, name: str, key: str, load: EntityLoader, near: bool, ttl_s: int,
-                      negative_ttl_s: int) -> Answer:
+                      negative_ttl_s: int, need: GtidState | None) -> Answer:
+        if need is not None and near and self._near is not None:
+            value = self._near.get(key)  # heard every invalidation up to ``need`` (see _needing)
+            if value is not None:
+                return Answer(None if is_negative(value) else value, HIT, NEAR)
         try:
             value = await self._guard.run("get", lambda: self._tracked_get(key, near),
                                           bounded=self._hot_bounded)
         except RedisUnavailable:
-            return Answer(await self._shared(("bypass", key), _body(load)), BYPASS)
+            body = _body(load)
+            return Answer(await self._shared(("bypass", key, need), lambda: body(self._unleased(need))), BYPASS)
         if value is not None and not is_lease(value):
             return Answer(None if is_negative(value) else value, HIT, REDIS)
-        return await self._shared(key, lambda: self._fill_entity(name, key, load, ttl_s, negative_ttl_s))
+        # a fill for a Cachetail-Min-GTID shares no flight begun before that state was applied
+        flight = key if need is None else (key, need)
+        return await self._shared(flight, lambda: self._fill_entity(name, key, load, ttl_s, negative_ttl_s, need))
+
+    async def _needing(self, need: GtidState, near: bool, answer: Callable[[], Awaitable[Answer]],
+                       body: Callable[[Source], Awaitable[bytes | None]]) -> Answer:
+        """Answer once the invalidator has applied ``need``, through this worker's near-cache
+        once it has heard the invalidations up to it; not applied in time: from the primary,
+        stored nowhere.  Redis unavailable: read as a bypass does, as fresh as ``need``."""
+        applied = self.applied
+        if applied is None:
+            return Answer(await body(self._unleased(need)), BYPASS)
+        try:
+            reached = await self._guard.run(
+                "get", lambda: applied.reach(need, self._min_gtid_wait_s), bounded=self._hot_bounded)
+        except RedisUnavailable:
+            return Answer(await body(self._unleased(need)), BYPASS)
+        if not reached:
+            return Answer(await body(primary("min_gtid")), PRIMARY)
+        if near and self._near is not None and self._near.live:
+            await applied.near_synced(need)
+        return await answer()
+
+    def _unleased(self, need: GtidState | None) -> Source:
+        return self._fresh.unleased(need) if self._fresh is not None else REPLICA
 
     async def _tracked_get(self, key: str, near: bool) -> bytes | None:
         """GET, and with a live near-cache keep what it found unless the key's
@@ -122,17 +166,16 @@ class Cache:
         return value
 
     async def _fill_entity(self, name: str, key: str, load: EntityLoader, ttl_s: int,
-                           negative_ttl_s: int) -> Answer:
+                           negative_ttl_s: int, need: GtidState | None) -> Answer:
         token = _token()
         try:
-            taken = await self._guard.run(
-                "lease", lambda: self._redis.set(key, token, nx=True, px=self._lease_ms))
+            source = await self._guard.run("lease", lambda: self._lease_entity(key, token, need))
         except RedisUnavailable:
-            return Answer(await _body(load)(), BYPASS)
-        if not taken:
+            return Answer(await _body(load)(self._unleased(need)), BYPASS)
+        if source is None:
             return await self._wait(name, key, _body(load), self._read_entity)
         with FILLS_IN_FLIGHT.labels(name).track_inprogress():
-            body, storable = await self._load_holding(key, token, load)
+            body, storable = await self._load_holding(key, token, lambda: load(source))
             if not storable or (body is None and negative_ttl_s <= 0):
                 await self._give_back(key, token)
                 CACHE_FILLS.labels(name, "uncached").inc()
@@ -140,6 +183,18 @@ class Cache:
             value, ttl = (keyspace.NEGATIVE, negative_ttl_s) if body is None else (body, ttl_s)
             await self._store(name, lambda: self._cas(keys=[key], args=[token, value, ttl]))
         return Answer(body, MISS)
+
+    async def _lease_entity(self, key: str, token: bytes, need: GtidState | None) -> Source | None:
+        """Take the fill's lease (None: someone else's lease, or a value, is there) and say
+        where the fill reads: with a replica, as the watermarks read with the lease say."""
+        fresh = self._fresh
+        if fresh is None or not fresh.separate:
+            taken = await self._redis.set(key, token, nx=True, px=self._lease_ms)
+            return Source(wait=need) if taken else None
+        reply = await self._entity_lease(keys=[key, *fresh.watermarks(key)], args=[token, self._lease_ms])
+        if reply[0] != 1:
+            return None
+        return fresh.for_fill(reply[1], reply[2:], need)
 
     async def _read_entity(self, key: str) -> tuple[str, bytes | None]:
         value = await self._guard.run("get", lambda: self._get(key), bounded=self._hot_bounded)
@@ -151,37 +206,49 @@ class Cache:
 
     # ------------------------------------------------------------------ lists
 
-    async def listing(self, name: str, gen_key: str, key: str, load: ListLoader, *, ttl_s: int) -> Answer:
+    async def listing(self, name: str, gen_key: str, key: str, load: ListLoader, *, ttl_s: int,
+                      need: GtidState | None = None) -> Answer:
         """One page of a list variant, stamped with the variant's generation (same slot)."""
         started = time.perf_counter()
-        answer = await self._listing(name, gen_key, key, load, ttl_s)
+        if need is not None:
+            answer = await self._needing(need, False, lambda: self._listing(
+                name, gen_key, key, load, ttl_s, need), load)
+        else:
+            answer = await self._listing(name, gen_key, key, load, ttl_s, None)
         _count(name, answer, started)
         return answer
 
-    async def _listing(self, name: str, gen_key: str, key: str, load: ListLoader, ttl_s: int) -> Answer:
+    async def _listing(self, name: str, gen_key: str, key: str, load: ListLoader, ttl_s: int,
+                       need: GtidState | None) -> Answer:
         read = functools.partial(self._read_list, gen_key)
         try:
             state, body = await read(key)
         except RedisUnavailable:
-            return Answer(await self._shared(("bypass", key), load), BYPASS)
+            return Answer(await self._shared(("bypass", key, need), lambda: load(self._unleased(need))), BYPASS)
         if state == FOUND:
             return Answer(body, HIT, REDIS)
-        return await self._shared(key, lambda: self._fill_list(name, gen_key, key, load, ttl_s))
+        flight = key if need is None else (key, need)
+        return await self._shared(flight, lambda: self._fill_list(name, gen_key, key, load, ttl_s, need))
 
-    async def _fill_list(self, name: str, gen_key: str, key: str, load: ListLoader, ttl_s: int) -> Answer:
+    async def _fill_list(self, name: str, gen_key: str, key: str, load: ListLoader, ttl_s: int,
+                         need: GtidState | None) -> Answer:
         token = _token()
+        fresh = self._fresh
+        marks = fresh.watermarks(gen_key) if fresh is not None and fresh.separate else []
         try:
-            state, payload = await self._guard.run("lease", lambda: self._list_lease(
-                keys=[gen_key, key], args=[token, self._lease_ms]))
+            reply = await self._guard.run("lease", lambda: self._list_lease(
+                keys=[gen_key, key, *marks], args=[token, self._lease_ms]))
         except RedisUnavailable:
-            return Answer(await load(), BYPASS)
+            return Answer(await load(self._unleased(need)), BYPASS)
+        state, payload = reply[0], reply[1]
         if state == 2:  # another fill stored it since our read
             CACHE_FILLS.labels(name, "waited").inc()
             return Answer(payload[payload.index(b"\n") + 1:], MISS)
         if state == 0:
             return await self._wait(name, key, load, functools.partial(self._read_list, gen_key))
+        source = fresh.for_fill(reply[2], reply[3:], need) if marks and fresh is not None else Source(wait=need)
         with FILLS_IN_FLIGHT.labels(name).track_inprogress():
-            body = await self._load_holding(key, token, load)
+            body = await self._load_holding(key, token, lambda: load(source))
             value = stamp(int(payload), body)
             await self._store(name, lambda: self._list_cas(
                 keys=[gen_key, key], args=[token, payload, value, ttl_s]))
@@ -241,10 +308,11 @@ class Cache:
         # after the SELECT, so what we read may be stale; answer it, never store it.
         CACHE_FILLS.labels(entity, "stored" if stored == 1 else "stale_prevented").inc()
 
-    async def _wait(self, entity: str, key: str, load: Callable[[], Awaitable[Any]],
+    async def _wait(self, entity: str, key: str, load: Callable[[Source], Awaitable[Any]],
                     read: Callable[[str], Awaitable[tuple[str, bytes | None]]]) -> Answer:
         """Another process holds the lease: poll for its value, bounded, then read MySQL
-        without storing (we hold no lease; storing could put back a stale row)."""
+        without storing (we hold no lease; storing could put back a stale row).  That read
+        goes to the primary where there is a replica: no watermark says how fresh it must be."""
         deadline = time.monotonic() + self._wait_s
         delay = _POLL_FIRST_S
         while (remaining := deadline - time.monotonic()) > 0:
@@ -253,14 +321,17 @@ class Cache:
             try:
                 state, body = await read(key)
             except RedisUnavailable:
-                return Answer(await load(), BYPASS)
+                return Answer(await load(self._contended()), BYPASS)
             if state == FOUND:
                 CACHE_FILLS.labels(entity, "waited").inc()
                 return Answer(body, MISS)
             if state == ABSENT:  # the lease was invalidated: its value will not come
                 break
         CACHE_FILLS.labels(entity, "uncached").inc()
-        return Answer(await load(), MISS)
+        return Answer(await load(self._contended()), MISS)
+
+    def _contended(self) -> Source:
+        return self._fresh.contended() if self._fresh is not None else REPLICA
 
     async def _shared(self, flight: Hashable, make: Callable[[], Awaitable[T]]) -> T:
         """Single-flight: one run of ``make`` per key at a time; a caller's cancellation
@@ -280,10 +351,10 @@ class Cache:
             task.exception()  # retrieved: every waiter may have gone
 
 
-def _body(load: EntityLoader) -> Callable[[], Awaitable[bytes | None]]:
+def _body(load: EntityLoader) -> Callable[[Source], Awaitable[bytes | None]]:
     """The loader's body alone, for answers that never store (bypasses, waiters)."""
-    async def body() -> bytes | None:
-        return (await load())[0]
+    async def body(source: Source) -> bytes | None:
+        return (await load(source))[0]
 
     return body
 

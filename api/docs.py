@@ -48,13 +48,20 @@ def _json(description: str, schema: dict[str, Any], x_cache: bool = False) -> di
     answer: dict[str, Any] = {"description": description,
                               "content": {"application/json": {"schema": schema}}}
     if x_cache:
-        answer["headers"] = {"X-Cache": {"description": "HIT, MISS or BYPASS (Redis unavailable)",
-                                         "schema": {"type": "string",
-                                                    "enum": ["HIT", "MISS", "BYPASS"]}}}
+        answer["headers"] = {"X-Cache": {
+            "description": "HIT, MISS, BYPASS (Redis unavailable) or PRIMARY (a Cachetail-Min-GTID not"
+                           " applied in time: read from the primary, not stored)",
+            "schema": {"type": "string", "enum": ["HIT", "MISS", "BYPASS", "PRIMARY"]}}}
     return answer
 
 
 _STR = {"type": "string"}
+# Read your own writes (README): every declared GET takes it.
+MIN_GTID = {"name": "Cachetail-Min-GTID", "in": "header", "required": False,
+            "description": "The answer reflects at least this transaction: a GTID or GTID state as the"
+                           " server prints it (MariaDB @@last_gtid: domain-server-sequence[,...]; MySQL:"
+                           " uuid:number[-number][,...]).  Malformed: 400.",
+            "schema": {"type": "string", "minLength": 1, "maxLength": 4096}}
 ERROR = {"type": "object", "required": ["error", "detail"], "properties": {"error": _STR, "detail": _STR}}
 
 
@@ -106,8 +113,8 @@ def _parameter(name: str, where: str, column: Column | None, required: bool) -> 
 
 def _entity_paths(spec: EntitySpec, entity: Entity | None, ref: dict[str, Any]) -> dict[str, Any]:
     columns = {c.name: c for c in entity.keys.columns} if entity is not None else {}
-    params = [_parameter(k, "path", columns.get(k), True) for k in spec.key]
-    bad = _error("malformed key")
+    params = [_parameter(k, "path", columns.get(k), True) for k in spec.key] + [MIN_GTID]
+    bad = _error("malformed key or Cachetail-Min-GTID")
     paths = {spec.route: {"get": {
         "summary": f"One {spec.name} (cached {spec.ttl_s} s)", "tags": [spec.name], "parameters": params,
         "responses": {"200": _json(f"the {spec.name}", ref, True), "400": bad,
@@ -130,10 +137,11 @@ def _list_paths(spec: ListSpec, listing: Listing | None, ref: dict[str, Any]) ->
                        "description": "the cursor of the previous page's Link: rel=\"next\""})
         answer["headers"]["Link"] = {"description": "rel=\"next\": the next page, when this one is full",
                                      "schema": _STR}
+    params.append(MIN_GTID)
     return {spec.route: {"get": {
         "summary": f"{spec.name}, cached {spec.ttl_s} s per filter combination", "tags": [spec.name],
         "parameters": params,
-        "responses": {"200": answer, "400": _error("malformed filter or cursor"),
+        "responses": {"200": answer, "400": _error("malformed filter, cursor or Cachetail-Min-GTID"),
                       "503": _error("MySQL down, not cached")}}}}
 
 

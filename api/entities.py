@@ -22,7 +22,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from api.db import Source
 from api.errors import json_error
+from api.freshness import min_gtid
 from api.reads import JSON, check_query, headers, parse, raw_headers
 from api.services import Services
 from cachetail.config import EntitySpec
@@ -64,9 +66,10 @@ class EntityEndpoint:
         assert self._text is not None
         key = svc.keys.row(self.spec.key_tag, self._text(values))
         canonical: list[str] = []
+        need = min_gtid(scope["headers"], svc.flavor) if scope["headers"] else None
 
-        async def load() -> tuple[bytes | None, bool]:
-            row = await svc.db.entity_row(entity, values)
+        async def load(source: Source) -> tuple[bytes | None, bool]:
+            row = await svc.db.entity_row(entity, values, source)
             if row is None:
                 return None, entity.negatives
             if not entity.keys.canonical(values, row):
@@ -76,7 +79,8 @@ class EntityEndpoint:
 
         spec = self.spec
         answer = await svc.cache.entity(self.name, key, load, near=spec.nearcache, ttl_s=spec.ttl_s,
-                                        negative_ttl_s=spec.negative_ttl_s if entity.negatives else 0)
+                                        negative_ttl_s=spec.negative_ttl_s if entity.negatives else 0,
+                                        need=need)
         if answer.body is None:
             await self.not_found(path, headers(answer))(scope, receive, send)
             return
@@ -100,7 +104,8 @@ class EntityEndpoint:
 
 
 class EntityNocache:
-    """The declared ``nocache_route``: the same row, always from MySQL, never stored."""
+    """The declared ``nocache_route``: the same row, always from MySQL, never stored; from the
+    read replica, which first applies the request's Cachetail-Min-GTID if it has one."""
 
     def __init__(self, endpoint: EntityEndpoint) -> None:
         self.endpoint = endpoint
@@ -111,7 +116,8 @@ class EntityNocache:
         values = parse(entity.keys, [request.path_params[p] for p in self.endpoint.params],
                        self.endpoint.subject)
         check_query(request)
-        row = await svc.db.entity_row(entity, values)
+        need = min_gtid(request.scope["headers"], svc.flavor)
+        row = await svc.db.entity_row(entity, values, svc.fresh.unleased(need))
         if row is None:
             return self.endpoint.not_found(request.path_params)
         return Response(entity.rows.from_select(row), media_type=JSON)

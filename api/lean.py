@@ -125,6 +125,10 @@ class RespConnection(asyncio.Protocol):
         self._send(payload, futures)
         return futures
 
+    def send_only(self, payload: bytes) -> None:
+        """Write a command whose answer comes as a push, not a reply (SUBSCRIBE on RESP3)."""
+        self._send(payload, ())
+
     def _send(self, payload: bytes, futures: tuple[asyncio.Future[Any], ...]) -> None:
         if self._error is not None or self._transport is None:
             error = self._error or RedisConnectionError("Connection not open.")

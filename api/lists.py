@@ -19,7 +19,9 @@ from urllib.parse import quote, unquote, urlencode
 from starlette.requests import Request
 from starlette.responses import Response
 
+from api.db import Source
 from api.errors import ApiError
+from api.freshness import min_gtid
 from api.reads import JSON, check_query, headers, parse
 from api.services import Services
 from cachetail.config import ListSpec
@@ -41,12 +43,14 @@ class ListEndpoint:
         after, cursor = self.cursor(request, listing)
         variant = Keyspace.variant(self.spec.key_tag, tuple((f.param, texts[f.param]) for f, _ in given))
         spec = self.spec
+        need = min_gtid(request.scope["headers"], svc.flavor)
 
-        async def load() -> bytes:
-            return listing.payload(await svc.db.list_rows(listing, given, after))
+        async def load(source: Source) -> bytes:
+            return listing.payload(await svc.db.list_rows(listing, given, after, source))
 
         answer = await svc.cache.listing(spec.name, svc.keys.list_generation(variant),
-                                         svc.keys.list_page(variant, cursor), load, ttl_s=spec.ttl_s)
+                                         svc.keys.list_page(variant, cursor), load, ttl_s=spec.ttl_s,
+                                         need=need)
         assert answer.body is not None
         extra = headers(answer)
         body = answer.body

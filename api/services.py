@@ -22,7 +22,8 @@ from starlette.requests import Request
 from api.cache import AfterSelect, Cache
 from api.clusterlean import ClusterLean
 from api.clustertracking import ClusterTracker
-from api.db import Database
+from api.db import Database, ReadConfigError
+from api.freshness import AppliedWatch, Freshness, cluster_locator
 from api.lean import LeanRedis
 from api.nearcache import NearCache
 from api.redisconn import Breaker, Guard, RedisUnavailable, build_client
@@ -30,7 +31,7 @@ from api.settings import ApiSettings
 from api.errors import ApiError
 from api.tracking import Tracker
 from cachetail.config import Config, ConfigError
-from cachetail.keyspace import Keyspace
+from cachetail.keyspace import Keyspace, prepare_slot_tags
 from cachetail.schema import Catalog, Entity, Listing, resolve
 
 log = logging.getLogger("api")
@@ -48,26 +49,42 @@ class Services:
     redis: Redis | RedisCluster
     guard: Guard
     cache: Cache
+    fresh: Freshness
+    applied: AppliedWatch
     lean: LeanRedis | ClusterLean | None = None  # the hot reads' connection(s)
     near: NearCache | None = None
     tracker: Tracker | ClusterTracker | None = None
     catalog: Catalog | None = None
     _resolving: asyncio.Task[None] | None = None
+    _probing: asyncio.Task[None] | None = None
 
     @classmethod
     def build(cls, settings: ApiSettings, config: Config,
               after_select: AfterSelect | None = None) -> Services:
         keys = Keyspace.from_cache_settings(settings.cache)
-        db = Database(settings.mysql, settings.db_pool_size)
+        prepare_slot_tags()  # watermark keys name slots: built here, not in the first fill
+        reads = settings.reads
+        db = Database(settings.mysql, settings.db_pool_size,
+                      settings.mysql_reads if reads.separate(settings.mysql) else None,
+                      reads.wait_ms, reads.max_lag_ms)
         client = build_client(settings.redis)
         limit = settings.redis.max_connections if settings.redis.cluster else None
         guard = Guard(Breaker(settings.redis_breaker_s), limit, settings.redis.socket_timeout_s)
         lean = ClusterLean(settings.redis) if settings.redis.cluster else LeanRedis(settings.redis)
         prefixes = [keys.row_prefix(e.key_tag) for e in config.entities if e.nearcache]
         near, tracker = start_tracking(settings, prefixes, lean)  # in the lifespan: on the running loop
+        fresh = Freshness(db, keys, settings.redis.cluster, reads.max_lag_ms)
+        applied = AppliedWatch(keys, lean, _locator(settings, keys, lean), settings.redis.cluster,
+                               lambda: fresh.flavor, tracker.sync if tracker is not None else None)
         cache = Cache(client, guard, keys, settings.cache, after_select=after_select,
-                      lean=lean, near=near)
-        return cls(settings, config, keys, db, client, guard, cache, lean, near, tracker)
+                      lean=lean, near=near, fresh=fresh, applied=applied,
+                      min_gtid_wait_s=settings.min_gtid_wait_ms / 1000)
+        return cls(settings, config, keys, db, client, guard, cache, fresh, applied, lean, near, tracker)
+
+    @property
+    def flavor(self) -> str | None:
+        """MariaDB or MySQL, once the database was reached (how a GTID is spelled)."""
+        return self.fresh.flavor
 
     # ------------------------------------------------------------------ catalog
 
@@ -102,6 +119,8 @@ class Services:
             log.warning("MySQL unreachable (%s): declared routes answer 503 until the tables are read",
                         type(exc).__name__)
             self._resolving = asyncio.ensure_future(self._resolve_later())
+            return
+        await self.probe_reads()
 
     async def _resolve_later(self) -> None:
         while self.catalog is None:
@@ -110,8 +129,35 @@ class Services:
                 self.catalog = await anyio.to_thread.run_sync(self._resolve)
                 log.info("declared tables read: serving %s", ", ".join(
                     [e.name for e in self.config.entities] + [x.name for x in self.config.lists]))
+                await self.probe_reads()
             except pymysql.err.MySQLError:
                 continue
+            except ConfigError as exc:
+                for line in exc.errors:
+                    log.error("%s: %s", exc.source, line)
+                return
+
+    async def probe_reads(self) -> None:
+        """What the read address is (DB_READ_HOST), now or in the background while it cannot
+        be reached (until then every read goes to the primary).  ConfigError: it cannot
+        serve fills as configured."""
+        try:
+            server = await anyio.to_thread.run_sync(self.db.probe)
+        except ReadConfigError as exc:
+            raise ConfigError("DB_READ_HOST", [str(exc)]) from None
+        except pymysql.err.MySQLError as exc:
+            if self._probing is None:
+                log.warning("the read address is unreachable (%s): reads go to the primary until it answers",
+                            type(exc).__name__)
+                self._probing = asyncio.ensure_future(self._probe_later())
+            return
+        log.info("reads from %s", server.description)
+
+    async def _probe_later(self) -> None:
+        while self.db.server is None:
+            await asyncio.sleep(RESOLVE_RETRY_S)
+            try:
+                await self.probe_reads()
             except ConfigError as exc:
                 for line in exc.errors:
                     log.error("%s: %s", exc.source, line)
@@ -132,8 +178,10 @@ class Services:
                             exc.error_class)
 
     async def close(self) -> None:
-        if self._resolving is not None:
-            self._resolving.cancel()
+        for task in (self._resolving, self._probing):
+            if task is not None:
+                task.cancel()
+        await self.applied.close()
         if self.tracker is not None:
             await self.tracker.close()
         if self.lean is not None:
@@ -161,6 +209,17 @@ def start_tracking(settings: ApiSettings, prefixes: list[str], lean: LeanRedis |
         tracker = Tracker(settings.redis, prefixes, near)
     tracker.start()
     return near, tracker
+
+
+def _locator(settings: ApiSettings, keys: Keyspace, lean: LeanRedis | ClusterLean) -> Any:
+    """Where this worker subscribes to the invalidator's applied state (api/freshness.py)."""
+    if isinstance(lean, ClusterLean):
+        return cluster_locator(lean, keys.invalidator_applied())
+
+    async def here() -> Any:
+        return settings.redis
+
+    return here
 
 
 def services(request: Request) -> Services:

@@ -146,3 +146,40 @@ NEARCACHE_TRACKING = Gauge(
     namespace=NAMESPACE,
     multiprocess_mode="livesum",
 )
+
+# Freshness by GTID (api/freshness.py, api/db.py): fills from a read replica, and reads
+# that carry the GTID of their client's own write (Cachetail-Min-GTID).
+REPLICA_WAITS = Counter(
+    "replica_waits",
+    "Replica reads that had to wait for the replica to apply a GTID state first (a fill's"
+    " watermark, a read's Cachetail-Min-GTID): ok (applied within DB_READ_WAIT_MS) or"
+    " timeout (the read went to the primary).",
+    ["result"],
+    namespace=NAMESPACE,
+)
+PRIMARY_READS = Counter(
+    "primary_reads",
+    "Reads sent to the primary although DB_READ_HOST names a replica, by reason: timeout (the"
+    " replica did not apply the state in time), lag (DB_READ_MAX_LAG_MS: the key changed more"
+    " recently), unmarked (no watermark: the invalidator has not run on this Redis yet),"
+    " min_gtid (a Cachetail-Min-GTID not applied in time), contended (an answer not stored,"
+    " after waiting for another process's fill), replica_error, unprobed (the replica not"
+    " reached yet).",
+    ["reason"],
+    namespace=NAMESPACE,
+)
+MIN_GTID_WAITS = Counter(
+    "min_gtid_waits",
+    "Reads with a Cachetail-Min-GTID the invalidator had not applied yet when they arrived:"
+    " ok (applied within API_MIN_GTID_WAIT_MS) or timeout (answered from the primary, not stored).",
+    ["result"],
+    namespace=NAMESPACE,
+)
+FRESHNESS_WAIT_SECONDS = Histogram(
+    "freshness_wait_seconds",
+    "Time a read waited for a GTID: replica (the wait and the SELECT, when the replica had"
+    " not applied the state yet) or min_gtid (for the invalidator to apply a Cachetail-Min-GTID).",
+    ["kind"],
+    namespace=NAMESPACE,
+    buckets=LATENCY_BUCKETS_S,
+)

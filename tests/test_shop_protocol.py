@@ -146,7 +146,7 @@ async def test_every_shop_route_serves_and_caches(stack: Stack, shop: MariaDB, r
         assert {"/customers/{code}", "/orders/{customer_id}/{order_id}", "/gift-cards/{id}", "/order-lines",
                 "/orders", "/customers"} <= set(spec["paths"])
         lines = spec["paths"]["/order-lines"]["get"]
-        assert [p["name"] for p in lines["parameters"]] == ["order", "status", "after"]
+        assert [p["name"] for p in lines["parameters"]] == ["order", "status", "after", "Cachetail-Min-GTID"]
         assert "Link" in lines["responses"]["200"]["headers"]
         assert spec["components"]["schemas"]["gift_card"]["properties"]["id"] == {"type": "string", "format": "uuid"}
 
