@@ -178,6 +178,17 @@ T("thousands of consistent checks and nothing else: no inconsistency alert",
   [(f'cachetail_audit_checks_total{{{INV},kind="sample",result="consistent"}}', "0+600x30"),
    (f'cachetail_audit_checks_total{{{INV},kind="invalidation",result="consistent"}}', "0+60x30")],
   [("30m", "CachetailCacheInconsistent", [])])
+T("every wait for the replica times out, 12 a minute, for 10 minutes: fires; api2's waits succeed",
+  [(f'cachetail_replica_waits_total{{{API},result="timeout"}}', "0+12x30"),
+   (f'cachetail_replica_waits_total{{{API},result="ok"}}', "0+1x30"),
+   ('cachetail_replica_waits_total{job="cachetail-api",instance="api2:5000",result="ok"}', "0+60x30"),
+   ('cachetail_replica_waits_total{job="cachetail-api",instance="api2:5000",result="timeout"}', "0+1x30")],
+  [("8m", "CachetailReplicaBehind", []),
+   ("22m", "CachetailReplicaBehind", [a("warning", job=AJ, instance="api1:5000")])])
+T("a rare timeout (one in ten minutes) among few waits: nothing",
+  [(f'cachetail_replica_waits_total{{{API},result="timeout"}}', "0 0 0 0 0 1x25"),
+   (f'cachetail_replica_waits_total{{{API},result="ok"}}', "0+1x30")],
+  [("25m", "CachetailReplicaBehind", [])])
 RECORDING = [
     ("the consistency ratio and its nines: 1 inconsistent in 10,100 checks is 4.0 nines",
      {"interval": "1m",

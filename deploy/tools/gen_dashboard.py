@@ -158,6 +158,19 @@ panels[-1]["fieldConfig"]["overrides"] = [{"matcher": {"id": "byRegexp", "option
                                           "properties": [{"id": "custom.drawStyle", "value": "line"}, {"id": "custom.axisPlacement", "value": "right"}]}]
 
 y += 8
+row("Freshness by GTID (read replicas, Cachetail-Min-GTID)", y); y += 1
+ts("Replica waits and reads sent to the primary", "Fills from the read replica (DB_READ_HOST) that had to wait for it to apply their watermark, by result (ok; timeout: DB_READ_WAIT_MS passed, alert CachetailReplicaBehind), and reads sent to the primary by reason (timeout, lag: DB_READ_MAX_LAG_MS, unmarked: no watermark yet, min_gtid, contended, replica_error, unprobed). Reads to the primary are correct, but load it.",
+   [(f'sum by (result) (rate(cachetail_replica_waits_total[{RI}]))', "wait {{result}}"),
+    (f'sum by (reason) (rate(cachetail_primary_reads_total[{RI}]))', "primary {{reason}}")], 0, y, unit="ops")
+ts("Time waited for a GTID (p50, p99)", "replica: the wait and the SELECT on the replica, for fills that had to wait; min_gtid: reads carrying Cachetail-Min-GTID, until the invalidator applied it (API_MIN_GTID_WAIT_MS). Reads of one's own write that waited, by result, on the right axis.",
+   [(f'histogram_quantile(0.5, sum by (le, kind) (rate(cachetail_freshness_wait_seconds_bucket[{RI}])))', "p50 {{kind}}"),
+    (f'histogram_quantile(0.99, sum by (le, kind) (rate(cachetail_freshness_wait_seconds_bucket[{RI}])))', "p99 {{kind}}"),
+    (f'sum by (result) (rate(cachetail_min_gtid_waits_total[{RI}]))', "min-GTID waits {{result}}")],
+   12, y, unit="s")
+panels[-1]["fieldConfig"]["overrides"] = [{"matcher": {"id": "byRegexp", "options": "^min-GTID .*"},
+                                          "properties": [{"id": "unit", "value": "ops"}, {"id": "custom.axisPlacement", "value": "right"}]}]
+
+y += 8
 row("Consistency (the auditor)", y); y += 1
 ts("Consistency, in nines", "cachetail:audit_consistency:nines_1h: of the audit checks of the last hour, the share that found the cache holding what MySQL holds, as nines (0.999 -> 3; 12 when none was inconsistent). Below 12 means a confirmed inconsistency: see the next panel and the invalidator's log.",
    [('cachetail:audit_consistency:nines_1h', "nines")], 0, y, unit="none", minv=0)
