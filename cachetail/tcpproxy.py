@@ -9,8 +9,10 @@ only; it listens on 127.0.0.1.
 
 from __future__ import annotations
 
+import queue
 import socket
 import threading
+import time
 from contextlib import suppress
 
 from cachetail.devstack import free_port
@@ -19,8 +21,11 @@ Backend = tuple[str, int]
 
 
 class TcpProxy:
-    def __init__(self, backend: Backend | None, port: int | None = None) -> None:
+    def __init__(self, backend: Backend | None, port: int | None = None, delay_s: float = 0.0) -> None:
+        """``delay_s``: what the backend sends reaches the client this much later (a replica
+        behind a proxy to its primary lags by it, whatever the write rate)."""
         self.backend = backend
+        self.delay_s = delay_s
         self.port = port or free_port()
         self.host = "127.0.0.1"
         self._lock = threading.Lock()
@@ -84,20 +89,44 @@ class TcpProxy:
                     upstream.close()
                     continue
                 self._open |= {client, upstream}
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+            for src, dst, delay in ((client, upstream, 0.0), (upstream, client, self.delay_s)):
+                threading.Thread(target=self._pump, args=(src, dst, delay), daemon=True).start()
 
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket, delay_s: float = 0.0) -> None:
+        late: queue.Queue[tuple[float, bytes]] | None = None
+        if delay_s:
+            late = queue.Queue()
+            threading.Thread(target=self._deliver, args=(late, src, dst), daemon=True).start()
         try:
             while data := src.recv(65536):
-                dst.sendall(data)
+                if late is None:
+                    dst.sendall(data)
+                else:
+                    late.put((time.monotonic() + delay_s, data))
         except OSError:
             pass
         finally:
-            with self._lock:
-                self._open -= {src, dst}
-            for sock in (src, dst):
-                with suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-                with suppress(OSError):
-                    sock.close()
+            if late is None:
+                self._close(src, dst)
+            else:
+                late.put((0.0, b""))  # the deliverer closes both once the rest is out
+
+    def _deliver(self, late: queue.Queue[tuple[float, bytes]], src: socket.socket, dst: socket.socket) -> None:
+        """Send what ``src`` sent, each chunk once its delay has passed, in order."""
+        try:
+            while (item := late.get())[1]:
+                time.sleep(max(0.0, item[0] - time.monotonic()))
+                dst.sendall(item[1])
+        except OSError:
+            pass
+        finally:
+            self._close(src, dst)
+
+    def _close(self, src: socket.socket, dst: socket.socket) -> None:
+        with self._lock:
+            self._open -= {src, dst}
+        for sock in (src, dst):
+            with suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            with suppress(OSError):
+                sock.close()
