@@ -229,6 +229,8 @@ class AppliedWatch:
         self._update(await self._lean.get(self.key))
 
     def _update(self, raw: bytes | None) -> None:
+        """A state read or heard.  Only ever forward: a published state and a GET's reply
+        travel on different connections, and an older one may arrive second."""
         flavor = self._flavor()
         if raw is None or raw == self._raw or flavor is None:
             return
@@ -236,6 +238,10 @@ class AppliedWatch:
             state = _parse(flavor, raw.decode("ascii"))
         except (UnicodeDecodeError, GtidError):
             return
+        if self.state is not None:
+            if self.state.covers(state):
+                return
+            state = self.state.merge(state)
         self._raw, self.state = raw, state
         changed, self._changed = self._changed, None
         if changed is not None and not changed.done():

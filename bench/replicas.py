@@ -11,10 +11,11 @@ latency (p50, p99) with the replica 0, 50 and 500 ms behind, for fills from the 
 (DB_READ_HOST unset: the baseline) and from the replica with the invalidator marking
 watermarks slot by slot (the default) or one per Redis node (INVALIDATOR_WATERMARK_SLOTS_MAX=0:
 the "wait for everything applied" variant), and how often a fill had to wait on the
-replica, timed out (DB_READ_WAIT_MS, 100 ms) and read the primary.
+replica, timed out (DB_READ_WAIT_MS, 100 ms unless ``--wait-ms``) and read the primary.
 
-**own writes** — ``--writes`` times: read a user (cached), UPDATE it on the primary, read it
-at once through the API, without and with ``Cachetail-Min-GTID: <@@last_gtid>``: how many
+**own writes** — ``--writes`` times: read a user (cached), UPDATE it on the primary (on one
+open connection, as an application would), read it at once through the API, without and
+with ``Cachetail-Min-GTID: <@@last_gtid>``: how many
 answers were older than the write, and the latency of that read; on the primary alone and
 with the replica 50 ms behind.
 
@@ -147,11 +148,12 @@ class Bench:
             self.invalidator = None
 
     @contextmanager
-    def api(self, replica: bool) -> Iterator[tuple[httpx.Client, str]]:
+    def api(self, replica: bool, wait_ms: int = 100) -> Iterator[tuple[httpx.Client, str]]:
         port = free_port()
         env = {**self.base, "DB_USER": "cachetail_api", "DB_PASSWORD": self.api_pw}
         if replica:
-            env.update(DB_READ_HOST=self.replica.host, DB_READ_PORT=str(self.replica.port))
+            env.update(DB_READ_HOST=self.replica.host, DB_READ_PORT=str(self.replica.port),
+                       DB_READ_WAIT_MS=str(wait_ms))
         log = open(self.work / "api.log", "ab")
         proc = subprocess.Popen([sys.executable, "-m", "api", "--host", "127.0.0.1", "--port", str(port),
                                  "--no-access-log", "--log-level", "warning"],
@@ -204,15 +206,12 @@ class Bench:
             stop.set()
             thread.join()
 
-    def write(self, user: int, name: str) -> str:
-        conn = self.primary.connect(database="cachelab")
-        try:
-            with conn.cursor() as cur:
-                cur.execute("UPDATE users SET full_name = %s WHERE id = %s", (name, user))
-                cur.execute("SELECT @@last_gtid")
-                return str(cur.fetchone()[0])
-        finally:
-            conn.close()
+    def write(self, conn: Any, user: int, name: str) -> str:
+        """An UPDATE committed on ``conn`` (an application's open connection); its GTID."""
+        with conn.cursor() as cur:
+            cur.execute("UPDATE users SET full_name = %s WHERE id = %s", (name, user))
+            cur.execute("SELECT @@last_gtid")
+            return str(cur.fetchone()[0])
 
 
 # ------------------------------------------------------------------- the parts
@@ -225,7 +224,8 @@ def misses(bench: Bench, args: argparse.Namespace) -> list[dict[str, Any]]:
         bench.lag(lag_ms / 1000)
         for variant, label in VARIANTS:
             bench.run_invalidator("node" if variant == "node" else "slots")
-            with bench.api(replica=variant != "primary") as (client, metrics_url), bench.writing(args.write_rate):
+            with (bench.api(replica=variant != "primary", wait_ms=args.wait_ms) as (client, metrics_url),
+                  bench.writing(args.write_rate)):
                 bench.clear(client)
                 random.shuffle(ids)
                 before = scrape(metrics_url)
@@ -256,16 +256,17 @@ def misses(bench: Bench, args: argparse.Namespace) -> list[dict[str, Any]]:
 def own_writes(bench: Bench, args: argparse.Namespace) -> list[dict[str, Any]]:
     rows = []
     bench.run_invalidator("slots")
+    writer = bench.primary.connect(database="cachelab")
     for replica, lag_ms in ((False, 0), (True, 50)):
         bench.lag(lag_ms / 1000)
-        with bench.api(replica=replica) as (client, _):
+        with bench.api(replica=replica, wait_ms=args.wait_ms) as (client, _):
             for header in (False, True):
                 stale, took = 0, []
                 for n in range(args.writes):
                     user = random.randint(1, USERS)
                     client.get(f"/user/{user}")  # cached
                     name = f"own {secrets.token_hex(4)} {n}"
-                    written = bench.write(user, name)
+                    written = bench.write(writer, user, name)
                     started = time.perf_counter()
                     response = client.get(f"/user/{user}",
                                           headers={"Cachetail-Min-GTID": written} if header else None)
@@ -276,6 +277,7 @@ def own_writes(bench: Bench, args: argparse.Namespace) -> list[dict[str, Any]]:
                              "p50_ms": pct(took, 50), "p99_ms": pct(took, 99)})
                 print(f"  {where:21} {'with' if header else 'without':>7} the header: stale {stale:3}/{args.writes}"
                       f"  p50 {rows[-1]['p50_ms']:6.2f} ms  p99 {rows[-1]['p99_ms']:6.2f} ms", flush=True)
+    writer.close()
     return rows
 
 
@@ -285,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--writes", type=int, default=200, help="write-then-read rounds (default 200)")
     parser.add_argument("--write-rate", type=float, default=200.0, help="background UPDATEs/s (default 200)")
     parser.add_argument("--lags", type=int, nargs="+", default=[0, 50, 500], help="replica lags in ms")
+    parser.add_argument("--wait-ms", type=int, default=100, help="the API's DB_READ_WAIT_MS (default 100)")
     parser.add_argument("--quick", action="store_true", help="few reads per cell: a smoke run")
     parser.add_argument("--parts", default="misses,own", help="misses, own (default both)")
     args = parser.parse_args(argv)

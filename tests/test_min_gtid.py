@@ -11,11 +11,13 @@ import asyncio
 import json
 import signal
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
-from api_support import Delta, anyio_backend, assert_json_error, nearcache, running  # noqa: F401
+from api_support import Delta, anyio_backend, api_process, assert_json_error, nearcache, running  # noqa: F401
 from cachetail.keyspace import Keyspace
 from invalidator_support import WorkerProcess, workers  # noqa: F401
 from test_replica_reads import Replicated, applied, metric, pair, replicated, tag, update, wait_applied  # noqa: F401
@@ -204,3 +206,33 @@ async def test_a_waiting_read_is_woken_by_the_published_state_not_by_polling(
         w.signal(signal.SIGCONT)
         fresh = await reading
     assert name_of(fresh) == f"{name} {USER + 5}" and reads == []
+
+
+def test_the_readmes_write_then_read_example_runs(stack, redis_client, workers, tmp_path) -> None:
+    """README "Read your own writes": its example, against this stack's MariaDB and an API process."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("## Read your own writes", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    w = workers(stack.invalidator_env())
+    with api_process({**stack.api_env(), "CACHE_KEY_PREFIX": w.prefix}, tmp_path) as (url, _):
+        httpx.get(f"{url}/user/42")  # cached: the example must not read the old row
+        name = tag("Grace B. Hopper")
+        code = (code.replace("port=13306", f"port={stack.mariadb.port}")
+                .replace("http://127.0.0.1:5000", url).replace('"Grace B. Hopper"', repr(name)))
+        assert code.count(repr(name)) == 2 and url in code
+        exec(compile(code, "README.md", "exec"), {})  # noqa: S102 - the README's own example
+
+
+def test_the_known_applied_state_only_moves_forward() -> None:
+    """A published state and a GET's reply travel on different connections: the GET's older
+    reply may be handled after the newer message.  It must not take the state back (it did:
+    a read then waited for the next transaction, or the 50 ms poll)."""
+    from api.freshness import AppliedWatch
+    from cachetail import gtid as g
+
+    watch = AppliedWatch(Keyspace(), lean=None, locate=None, cluster=False,  # type: ignore[arg-type]
+                         flavor=lambda: g.MARIADB)
+    watch._update(b"0-1-9,1-1-4")  # heard first
+    watch._update(b"0-1-7,1-1-5")  # read before it, handled after: one domain older, one newer
+    assert str(watch.state) == "0-1-9,1-1-5"
+    assert watch.covers(g.parse(g.MARIADB, "0-1-9")) and watch.covers(g.parse(g.MARIADB, "1-1-5"))
