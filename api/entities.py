@@ -66,7 +66,7 @@ class EntityEndpoint:
         assert self._text is not None
         key = svc.keys.row(self.spec.key_tag, self._text(values))
         canonical: list[str] = []
-        need = min_gtid(scope["headers"], svc.flavor) if scope["headers"] else None
+        need = min_gtid(scope["headers"], svc.fresh)
 
         async def load(source: Source) -> tuple[bytes | None, bool]:
             row = await svc.db.entity_row(entity, values, source)
@@ -116,7 +116,7 @@ class EntityNocache:
         values = parse(entity.keys, [request.path_params[p] for p in self.endpoint.params],
                        self.endpoint.subject)
         check_query(request)
-        need = min_gtid(request.scope["headers"], svc.flavor)
+        need = min_gtid(request.scope["headers"], svc.fresh)
         row = await svc.db.entity_row(entity, values, svc.fresh.unleased(need))
         if row is None:
             return self.endpoint.not_found(request.path_params)

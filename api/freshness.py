@@ -118,15 +118,16 @@ def _parse(flavor: str, text: str) -> GtidState:
     return gtid.parse(flavor, text)
 
 
-def min_gtid(headers: Sequence[tuple[bytes, bytes]], flavor: str | None) -> GtidState | None:
-    """The request's Cachetail-Min-GTID, parsed; None without one.  A 400 when it is malformed."""
-    raw = None
+def min_gtid(headers: Sequence[tuple[bytes, bytes]], fresh: Freshness) -> GtidState | None:
+    """The request's Cachetail-Min-GTID, parsed; None without one.  A 400 when it is malformed.
+    (On every read: a bare loop over the few headers, nothing else without the header.)"""
     for name, value in headers:
         if name == HEADER:
-            raw = value
-            break
-    if raw is None:
-        return None
+            return _min_gtid(value, fresh.flavor)
+    return None
+
+
+def _min_gtid(raw: bytes, flavor: str | None) -> GtidState:
     expected = ("a MariaDB GTID or GTID state: domain-server-sequence[,...], as @@last_gtid prints it"
                 if flavor != gtid.MYSQL else
                 "a MySQL GTID or GTID set: uuid:number[-number][,...], as @@gtid_executed prints it")

@@ -43,7 +43,7 @@ class ListEndpoint:
         after, cursor = self.cursor(request, listing)
         variant = Keyspace.variant(self.spec.key_tag, tuple((f.param, texts[f.param]) for f, _ in given))
         spec = self.spec
-        need = min_gtid(request.scope["headers"], svc.flavor)
+        need = min_gtid(request.scope["headers"], svc.fresh)
 
         async def load(source: Source) -> bytes:
             return listing.payload(await svc.db.list_rows(listing, given, after, source))

@@ -81,10 +81,6 @@ class Services:
                       min_gtid_wait_s=settings.min_gtid_wait_ms / 1000)
         return cls(settings, config, keys, db, client, guard, cache, fresh, applied, lean, near, tracker)
 
-    @property
-    def flavor(self) -> str | None:
-        """MariaDB or MySQL, once the database was reached (how a GTID is spelled)."""
-        return self.fresh.flavor
 
     # ------------------------------------------------------------------ catalog
 

@@ -9,6 +9,7 @@ list, the worker's waiters, a paused tracking socket), never by sleeping.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import signal
@@ -48,6 +49,15 @@ class Replicated:
 
     def start_applying(self) -> None:
         self.replica.query("START SLAVE SQL_THREAD")
+
+    @contextlib.contextmanager
+    def behind(self) -> Iterator[None]:
+        """The replica receives but applies nothing inside the block (its SQL thread stopped)."""
+        self.stop_applying()
+        try:
+            yield
+        finally:
+            self.start_applying()
 
     def caught_up(self) -> None:
         self.replica.wait_replicated(self.primary.gtid_pos())
@@ -114,6 +124,12 @@ def applied(redis_client: Any, w: WorkerProcess) -> str:
     return "" if raw is None else raw.decode()
 
 
+def change(pair: Replicated, redis_client: Any, w: WorkerProcess, ids: list[int], word: str) -> str:
+    """Rename ``ids`` on the primary and wait until the invalidator applied it; the name."""
+    wait_applied(redis_client, w, update(pair.primary, ids, name := tag(word)))
+    return name
+
+
 def wait_applied(redis_client: Any, w: WorkerProcess, state: str) -> None:
     wait_for(lambda: gtid.covers(gtid.MARIADB, applied(redis_client, w) or "0-0-0", state), 15,
              f"the invalidator's applied state to reach {state}")
@@ -145,16 +161,12 @@ async def test_a_lagging_replica_never_fills_the_cache_with_an_invalidated_row(
     w = workers(pair.invalidator_env(stack))
     async with running(pair.api_env(stack, w.prefix)) as (app, client):
         before = names([await client.get(f"/user/{i}") for i in IDS])
-        pair.stop_applying()
-        try:
-            last = update(pair.primary, IDS, name := tag("Changed"))
-            wait_applied(redis_client, w, last)
+        with pair.behind():
+            name = change(pair, redis_client, w, IDS, "Changed")
             waits = Delta(metric("replica_waits_total", result="timeout"),
                           metric("primary_reads_total", reason="timeout"))
             during = [await client.get(f"/user/{i}") for i in IDS]
             assert waits() == [len(IDS), len(IDS)]
-        finally:
-            pair.start_applying()
         pair.caught_up()
         after = [await client.get(f"/user/{i}") for i in IDS]
     assert before != names(during)
@@ -174,16 +186,12 @@ async def test_a_fill_waits_for_the_replica_to_apply_its_watermark(stack, redis_
     async with running(env) as (app, client):
         for i in IDS:
             await client.get(f"/user/{i}")
-        pair.stop_applying()
-        try:
-            last = update(pair.primary, IDS, name := tag("Waited"))
-            wait_applied(redis_client, w, last)
+        with pair.behind():
+            name = change(pair, redis_client, w, IDS, "Waited")
             waits = Delta(metric("replica_waits_total", result="ok"),
                           metric("primary_reads_total", reason="timeout"))
             reads = asyncio.gather(*(client.get(f"/user/{i}") for i in IDS))
             await until(lambda: pair.waits_in_progress() == len(IDS), "every fill waiting on the replica")
-        finally:
-            pair.start_applying()
         during = await reads
         assert waits() == [len(IDS), 0]
         assert names(during) == [f"{name} {i}" for i in IDS]
@@ -242,8 +250,7 @@ async def test_lists_fill_from_the_replica_after_their_variant_changed(stack, re
     w = workers(pair.invalidator_env(stack))
     async with running(pair.api_env(stack, w.prefix)) as (app, client):
         await client.get("/products", params={"category": "books"})
-        pair.stop_applying()
-        try:
+        with pair.behind():
             conn = pair.primary.connect(database="cachelab")
             with conn.cursor() as cur:
                 cur.execute("UPDATE products SET name = 'Renamed on the primary' WHERE category = 'books'"
@@ -253,8 +260,6 @@ async def test_lists_fill_from_the_replica_after_their_variant_changed(stack, re
             conn.close()
             wait_applied(redis_client, w, last)
             during = await client.get("/products", params={"category": "books"})
-        finally:
-            pair.start_applying()
     assert "Renamed on the primary" in during.text and during.headers["x-cache"] == "MISS"
 
 
@@ -266,10 +271,8 @@ async def test_with_a_max_lag_a_recently_changed_key_reads_the_primary(stack, re
     ks = Keyspace(prefix=w.prefix)
     changed, other = IDS[2], next(i for i in range(300, 400)
                                   if key_slot(ks.user(i)) != key_slot(ks.user(IDS[2])))
-    pair.stop_applying()
-    try:
-        last = update(pair.primary, [changed, other], name := tag("Lagged"))
-        wait_applied(redis_client, w, last)
+    with pair.behind():
+        name = change(pair, redis_client, w, [changed, other], "Lagged")
         # the other key's slot last changed long ago (in 1970: the node's mark, and none of its own)
         redis_client.delete(ks.slot_watermark(key_slot(ks.user(other))))
         redis_client.set(ks.node_watermark(), b"1000 " + applied(redis_client, w).encode())
@@ -278,8 +281,6 @@ async def test_with_a_max_lag_a_recently_changed_key_reads_the_primary(stack, re
             fresh = await client.get(f"/user/{changed}")
             old = await client.get(f"/user/{other}")
             assert reasons() == [1]
-    finally:
-        pair.start_applying()
     assert names([fresh]) == [f"{name} {changed}"]
     assert names([old]) != [f"{name} {other}"]  # the bound is the setting, not a GTID
 
