@@ -22,7 +22,7 @@ from starlette.responses import Response
 from api.db import Source
 from api.errors import ApiError
 from api.freshness import min_gtid
-from api.reads import JSON, check_query, headers, parse
+from api.reads import JSON, check_query, headers, parse, takes
 from api.services import Services
 from cachetail.config import ListSpec
 from cachetail.keyspace import Keyspace
@@ -38,7 +38,7 @@ class ListEndpoint:
         check_query(request, self.allowed)
         svc: Services = request.app.state.services
         listing = svc.listing(self.spec.name)
-        given = self.filters(request, listing)
+        given = await self.filters(request, svc, listing)
         texts = await self.texts(svc, given)
         after, cursor = self.cursor(request, listing)
         variant = Keyspace.variant(self.spec.key_tag, tuple((f.param, texts[f.param]) for f, _ in given))
@@ -60,8 +60,8 @@ class ListEndpoint:
                 extra["Link"] = f'<{self.next_url(request, nxt.decode())}>; rel="next"'
         return Response(body, media_type=JSON, headers=extra)
 
-    def filters(self, request: Request, listing: Listing) -> list[tuple[Filter, Any]]:
-        """The given filters, in declared order, with their typed values."""
+    async def filters(self, request: Request, svc: Services, listing: Listing) -> list[tuple[Filter, Any]]:
+        """The given filters, in declared order, with their typed values (an ENUM's member)."""
         out = []
         for f in listing.filters:
             raw = request.query_params.getlist(f.param)
@@ -70,16 +70,31 @@ class ListEndpoint:
             if len(raw) > 1:
                 raise ApiError(400, f"invalid_{f.param}", f"give {f.param} at most once")
             (value,) = parse(f.codec, raw, "")
-            out.append((f, value))
+            out.append((f, await self.member(svc, f, value) if f.members else value))
         return out
+
+    @staticmethod
+    async def member(svc: Services, f: Filter, value: str) -> str:
+        """The ENUM member ``value`` equals under the column's collation (``?status=Shipped``
+        is the member ``shipped`` under a _ci collation): the variant is named by it, as the
+        invalidator names it from a row.  None of them: a 400."""
+        if value in f.members:
+            return value
+        if f.weigher is not None:
+            weights = await svc.db.weights(f.weigher, [value, *f.members])
+            found = [m for m in f.members if weights[m] == weights[value]]
+            if found:
+                return found[0]
+        raise ApiError(400, f"invalid_{f.param}", f"{f.param} {takes(f.column)}")
 
     async def texts(self, svc: Services, given: list[tuple[Filter, Any]]) -> dict[str, str]:
         """How each given value names its variant: its exact text, or its collation weight."""
         out = {}
         for f, value in given:
-            if f.weigher is None:
+            if not f.by_weight:
                 out[f.param] = f.codec.text_from_params([value])
             else:
+                assert f.weigher is not None
                 out[f.param] = (await svc.db.weights(f.weigher, [value]))[value]
         return out
 

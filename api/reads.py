@@ -36,6 +36,11 @@ def parse(codec: KeyCodec, raw: Sequence[str], subject: str) -> tuple[Any, ...]:
 
 def takes(column: Column) -> str:
     """What a valid value of a key or filter column looks like, in words."""
+    if column.data_type == "enum":
+        shown = ", ".join(column.members[:20]) + (", ..." if len(column.members) > 20 else "")
+        return f"is one of {shown} (as the column's collation compares)"
+    if column.data_type == "date":
+        return "is a date: YYYY-MM-DD"
     if column.integer_bits:
         low, high = column.integer_range
         return f"is an integer from {low} to {high}"

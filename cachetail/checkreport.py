@@ -137,12 +137,16 @@ def key_spelling(column: Column) -> str:
         return "32 lowercase hex digits; the path takes them or the dashed UUID"
     if column.is_binary:
         return "lowercase hex of its bytes"
+    if column.data_type == "date":
+        return "YYYY-MM-DD"
+    if column.data_type == "enum":
+        return "percent-encoded UTF-8 of the member"
     return "percent-encoded UTF-8 of the row's own value"
 
 
 def other_spellings(column: Column) -> bool:
     """Whether the column's collation finds a row by spellings other than its own."""
-    return column.is_text and not is_exact(column.charset, column.collation)
+    return (column.is_text or column.data_type == "enum") and not is_exact(column.charset, column.collation)
 
 
 def _entity(spec: EntitySpec, entity: Entity | None, keyspace: Keyspace) -> EntityView:
@@ -166,7 +170,7 @@ def _filters(spec: ListSpec, listing: Listing | None) -> tuple[FilterView, ...]:
         return tuple(FilterView(param, column, None, None, None, None) for param, column in spec.filters)
     out = []
     for f in listing.filters:
-        weighed = f.weigher is not None
+        weighed = f.by_weight
         out.append(FilterView(f.param, f.column.name, f.column.column_type, f.column.collation,
                               WEIGHT if weighed else EXACT,
                               pads_spaces(f.column.collation or "") if weighed else None))

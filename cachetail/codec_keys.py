@@ -1,13 +1,18 @@
-"""Entity keys: URL path parameters -> WHERE values, and the canonical key text.
+"""Entity keys and list filters: URL parameters -> WHERE values, and the canonical text.
 
 A key is 1 to 3 NOT NULL columns of a primary or unique key: integers (any width, signed or
-unsigned), CHAR / VARCHAR (utf8mb4, utf8mb3, latin1, ascii), BINARY / VARBINARY.  Its text,
-the part of the Redis key after the entity's tag, joins one part per column with ':':
+unsigned), CHAR / VARCHAR (utf8mb4, utf8mb3, latin1, ascii), BINARY / VARBINARY, ENUM.  A
+list filter may also be a DATE.  The text, the part of the Redis key after the entity's tag
+(or a variant's value), joins one part per column with ':':
 
 - integers in decimal (``-5``, ``18446744073709551615``);
-- strings as the percent-encoded UTF-8 of the exact value (``caf%C3%A9``): ':' '{' '}' '%'
-  and every non-ASCII character are encoded, so parts never run into each other;
-- binary as lowercase hex of all its bytes (a BINARY(n) with its 0x00 padding).
+- strings (and ENUM members) as the percent-encoded UTF-8 of the exact value (``caf%C3%A9``):
+  ':' '{' '}' '%' and every non-ASCII character are encoded, so parts never run into each other;
+- binary as lowercase hex of all its bytes (a BINARY(n) with its 0x00 padding);
+- dates as ``2024-02-29``.
+
+SET, DATETIME, TIMESTAMP and TIME columns filter no list (:func:`unsupported_filter` says
+why, in the line a bad declaration gets).
 
 The text is the same for a row read by a SELECT, for its binlog image and for the parsed
 path parameters that spell it exactly.
@@ -28,6 +33,7 @@ ever sees ``ABC``.  So:
 
 from __future__ import annotations
 
+import datetime
 import re
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
@@ -59,13 +65,40 @@ def quote_identifier(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
 
 
+KEY_TYPES = ("char", "varchar", "binary", "varbinary", "enum")
+FILTER_ONLY_TYPES = ("date",)
+# Types a list filter could name but should not: the reason goes into the refusal.
+_NO_FILTER = {
+    "set": "equality on a SET compares the whole combination of members, so a row holding"
+           " 'a,b' is in no variant 'a'; filter on a generated column or a child table instead",
+    "datetime": "an equality filter matches one instant to the microsecond, never what a list"
+                " filter means; filter on a DATE column (a generated column DATE(...) works)",
+    "timestamp": "an equality filter matches one instant to the microsecond, never what a list"
+                 " filter means; filter on a DATE column (a generated column DATE(...) works)",
+    "time": "an equality filter matches one time of day to the microsecond; filter on a"
+            " coarser generated column instead",
+}
+
+
 def unsupported_key(column: Column) -> str | None:
     """Why ``column`` cannot be part of an entity key, in one line; None when it can."""
     what = f"key column {column.name!r} ({column.column_type})"
     if column.nullable:
         return f"{what}: a key column must be NOT NULL"
-    if not (column.integer_bits or column.data_type in ("char", "varchar", "binary", "varbinary")):
-        return f"{what}: only integers, CHAR, VARCHAR, BINARY and VARBINARY can be keys"
+    if not (column.integer_bits or column.data_type in KEY_TYPES):
+        return f"{what}: only integers, CHAR, VARCHAR, BINARY, VARBINARY and ENUM can be keys"
+    return unsupported(column)
+
+
+def unsupported_filter(column: Column) -> str | None:
+    """Why ``column`` cannot filter a list, in one line; None when it can (it may be NULL:
+    such rows are in no variant filtering on it)."""
+    what = f"filter column {column.name!r} ({column.column_type})"
+    reason = _NO_FILTER.get(column.data_type)
+    if reason is not None:
+        return f"{what}: cannot filter a list: {reason}"
+    if not (column.integer_bits or column.data_type in KEY_TYPES + FILTER_ONLY_TYPES):
+        return f"{what}: only integers, CHAR, VARCHAR, BINARY, VARBINARY, ENUM and DATE can filter a list"
     return unsupported(column)
 
 
@@ -135,9 +168,23 @@ def _hex_parser(column: Column) -> Parser:
     return parse
 
 
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def _date_parser(param: str, raw: str) -> datetime.date:
+    if not _DATE.fullmatch(raw):
+        raise BadKey(param, "must be a date: YYYY-MM-DD", raw)
+    try:
+        return datetime.date.fromisoformat(raw)
+    except ValueError:
+        raise BadKey(param, "is no day of the calendar (YYYY-MM-DD, from 0001-01-01)", raw) from None
+
+
 def _parser(column: Column) -> Parser:
     if column.integer_bits:
         return _integer_parser(column)
+    if column.data_type == "date":
+        return _date_parser
     if column.data_type == "binary" and column.char_length == 16:
         return _uuid_parser
     if column.is_binary:
@@ -173,9 +220,17 @@ def _binary_text(length: int | None) -> Texter:
     return text
 
 
+def _date_text(value: Any) -> str:
+    if type(value) is not datetime.date:
+        raise TypeError(f"expected a date, got {type(value).__name__}")
+    return value.isoformat()
+
+
 def _texter(column: Column) -> Texter:
     if column.integer_bits:
         return _integer_text
+    if column.data_type == "date":
+        return _date_text
     if column.is_binary:
         return _binary_text(column.char_length if column.data_type == "binary" else None)
     return _string_text
@@ -183,13 +238,14 @@ def _texter(column: Column) -> Texter:
 
 class KeyCodec:
     """The key columns of an entity, in key order; ``params`` names the path parameters
-    (default: the column names)."""
+    (default: the column names).  ``filter``: one list filter's column (a DATE allowed)."""
 
-    def __init__(self, key_columns: Sequence[Column], params: Sequence[str] | None = None) -> None:
+    def __init__(self, key_columns: Sequence[Column], params: Sequence[str] | None = None,
+                 filter: bool = False) -> None:
         if not 1 <= len(key_columns) <= MAX_KEY_COLUMNS:
             raise CodecError(f"a key has 1 to {MAX_KEY_COLUMNS} columns, not {len(key_columns)}")
         for column in key_columns:
-            problem = unsupported_key(column)
+            problem = unsupported_filter(column) if filter else unsupported_key(column)
             if problem is not None:
                 raise UnsupportedColumn(problem)
         self.columns = tuple(key_columns)

@@ -15,7 +15,7 @@ from typing import Any
 import pymysql
 
 from cachetail.codec import Column, KeyCodec, RowCodec, load_columns, quote_identifier, unsupported
-from cachetail.codec_keys import unsupported_key
+from cachetail.codec_keys import unsupported_filter, unsupported_key
 from cachetail.collation import Weigher, is_exact
 from cachetail.config import Config, ConfigError, EntitySpec, ListSpec
 
@@ -46,7 +46,15 @@ class Filter:
     param: str
     column: Column
     codec: KeyCodec  # parses the query value, spells exact values
-    weigher: Weigher | None  # an inexact collation: the variant is named by the value's weight
+    # An inexact collation: a string's variant is named by the value's weight; an ENUM's by
+    # the member the value equals under the collation (found by weight, in the API).
+    weigher: Weigher | None
+    members: tuple[str, ...] = ()  # an ENUM's members: the variant is named by the member
+
+    @property
+    def by_weight(self) -> bool:
+        """The variant is named by the weight of the value (an inexact string, not an ENUM)."""
+        return self.weigher is not None and not self.members
 
 
 @dataclass(frozen=True)
@@ -173,15 +181,15 @@ def _key_columns(where: str, field: str, table: _Table, names: Sequence[str],
 
 
 def _filter_column(where: str, table: _Table, name: str, errors: list[str]) -> list[Column] | None:
-    """A filter parses and spells its value as a key column does, but may be NULL (a NULL row
-    belongs only to the variants that do not filter on it)."""
+    """A filter parses and spells its value as a key column does (a DATE too), but may be NULL
+    (a NULL row belongs only to the variants that do not filter on it)."""
     column = table.columns.get(name)
     if column is None:
         errors.append(f"{where}.filters: no column {name} in {table.name}")
         return None
-    problem = unsupported_key(replace(column, nullable=False))
+    problem = unsupported_filter(column)
     if problem:
-        errors.append(f"{where}.filters: {problem.replace('key column', 'filter column', 1)}")
+        errors.append(f"{where}.filters: {problem}")
         return None
     return [replace(column, nullable=False)]
 
@@ -214,9 +222,11 @@ def _listing(spec: ListSpec, table: _Table, database: str, errors: list[str]) ->
         found = _filter_column(spec.where, table, name, errors)
         if found:
             column = found[0]
-            exact = not column.is_text or is_exact(column.charset, column.collation)
+            enum = column.data_type == "enum"
+            exact = not (column.is_text or enum) or is_exact(column.charset, column.collation)
             weigher = None if exact else Weigher(column.charset or "", column.collation or "")
-            filters.append(Filter(param, column, KeyCodec(found, [param]), weigher))
+            filters.append(Filter(param, column, KeyCodec(found, [param], filter=True), weigher,
+                                  column.members if enum else ()))
     missing = [c for c, _ in spec.order if c not in table.columns]
     if missing:
         errors.append(f"{spec.where}.order: no column {', '.join(missing)} in {table.name}")

@@ -11,8 +11,8 @@ Values are what the library returns for the same bytes (1.0.17, ``binlog_row_ima
 strict decoding), and ``none_sources`` what it reports for the None values:
 ``tests/test_invalidator_rowparse.py`` compares both over every supported type.  A table
 map with a column this module cannot size, or a full image with a column type it does
-not read (TIME2, NEWDECIMAL, ENUM, SET, BIT, JSON, GEOMETRY, the old DATETIME/TIME
-types), gets no parser for that need: the caller uses the library.
+not read (TIME2, NEWDECIMAL, SET, BIT, JSON, GEOMETRY, the old DATETIME/TIME types), gets
+no parser for that need: the caller uses the library.
 """
 
 from __future__ import annotations
@@ -179,6 +179,19 @@ def _year(data: bytes, offset: int, size: int) -> int:
     return data[offset] + 1900
 
 
+def _enum(column: Any) -> Reader | None:
+    """The member at the stored index (1 or 2 bytes), from the table map's metadata: the
+    library's ``enum_values`` ('' at 0, the error value, then the members in order)."""
+    members = column.enum_values
+    if not members:
+        return None  # no member names in the table map (binlog_row_metadata not FULL)
+    width = column.size
+
+    def read(data: bytes, offset: int, size: int) -> str:
+        return members[int.from_bytes(data[offset:offset + width], "little")]  # type: ignore[no-any-return]
+    return read
+
+
 def reader(column: Any) -> Reader | None:
     """The library's value of one column from its bytes; None for a type not read here."""
     t = column.type
@@ -199,6 +212,8 @@ def reader(column: Any) -> Reader | None:
         return _date
     if t == FIELD_TYPE.YEAR:
         return _year
+    if t == FIELD_TYPE.ENUM:
+        return _enum(column)
     return None
 
 

@@ -143,8 +143,9 @@ def rules_by_table(catalog: Catalog, keyspace: Keyspace) -> dict[str, TableRules
 
 
 def filter_text(f: Filter, value: Any, query: Query) -> str:
-    """The text naming ``value`` in a variant: exact spelling, or the collation weight."""
-    if f.weigher is None:
+    """The text naming ``value`` in a variant: exact spelling (an ENUM's member, as the row
+    holds it), or the collation weight."""
+    if not f.by_weight:
         return f.codec.text_from_params([value])
     return f.weigher.known(value) or f.weigher.weigh([value], query)[value]
 

@@ -93,7 +93,7 @@ class Truth:
 
     @staticmethod
     def _filter_value(f: Filter, text: str, cached: bytes | None, query: Query) -> Any:
-        if f.weigher is None:
+        if not f.by_weight:
             try:
                 return f.codec.parse([unquote(text)])[0]
             except BadKey:
@@ -101,7 +101,9 @@ class Truth:
         rows = _rows(cached)  # the value behind a weight: one of the page's own rows
         for row in rows:
             value = row.get(f.column.name) if isinstance(row, dict) else None
-            if isinstance(value, str) and (f.weigher.known(value) or f.weigher.weigh([value], query)[value]) == text:
+            weigher = f.weigher
+            assert weigher is not None
+            if isinstance(value, str) and (weigher.known(value) or weigher.weigh([value], query)[value]) == text:
                 return value
         return None
 

@@ -5,6 +5,7 @@ a one-line message; the collation trap is closed; unsupported columns are named.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -23,9 +24,10 @@ TABLES = {
     "kb": "code BINARY(4) NOT NULL, tag VARBINARY(8) NOT NULL, id MEDIUMINT NOT NULL, v INT,"
           " PRIMARY KEY (code, tag, id)",
     "k8": "name VARCHAR(10) CHARACTER SET utf8mb3 NOT NULL PRIMARY KEY",
+    "ke": "status ENUM('new', 'sent', 'lost-in-transit') NOT NULL PRIMARY KEY, v INT",
 }
 KEYS = {"k3": ["a", "b", "c"], "kv": ["name"], "ku": ["id"], "k2": ["customer", "order_id"],
-        "kb": ["code", "tag", "id"], "k8": ["name"]}
+        "kb": ["code", "tag", "id"], "k8": ["name"], "ke": ["status"]}
 # path parameters as a client sends them (already %-decoded) -> the key text
 SPELLINGS: dict[str, list[tuple[tuple[str, ...], str]]] = {
     "k3": [(("-128", "18446744073709551615", "32767"), "-128:18446744073709551615:32767"),
@@ -41,6 +43,8 @@ SPELLINGS: dict[str, list[tuple[tuple[str, ...], str]]] = {
     "k2": [(("café", "1"), "caf%C3%A9:1"), (("€ÿ", "4294967295"), "%E2%82%AC%C3%BF:4294967295")],
     "kb": [(("61000000", "00", "-8388608"), "61000000:00:-8388608"),
            (("00000000", "FF00", "8388607"), "00000000:ff00:8388607")],
+    # an ENUM key: the member, as the row (and the binlog, through the table map) spells it
+    "ke": [(("sent",), "sent"), (("lost-in-transit",), "lost-in-transit")],
 }
 
 
@@ -102,8 +106,31 @@ def test_where_and_negative_caching_per_key_type(keys_db: tuple[Any, dict[str, K
     _, codecs = keys_db
     assert codecs["k3"].where() == "`a` = %s AND `b` = %s AND `c` = %s"
     cacheable = {t: c.negatives_cacheable for t, c in codecs.items()}
-    # integers and binary: yes; strings under the schema's utf8mb4_unicode_ci / latin1_swedish_ci: no
-    assert cacheable == {"k3": True, "ku": True, "kb": True, "kv": False, "k2": False, "k8": False}
+    # integers and binary: yes; strings (ENUMs too) under the schema's utf8mb4_unicode_ci / latin1_swedish_ci: no
+    assert cacheable == {"k3": True, "ku": True, "kb": True, "kv": False, "k2": False, "k8": False, "ke": False}
+
+
+def test_a_date_filter_spells_a_day_alike_from_the_query_a_select_and_the_binlog(
+        single_stack: Stack, keys_db: tuple[Any, dict[str, KeyCodec]]) -> None:
+    conn, _ = keys_db
+    with conn.cursor() as cur:
+        cur.execute("CREATE TABLE kd (id INT NOT NULL PRIMARY KEY, day DATE NULL)")
+    (day,) = [replace(c, nullable=False) for c in load_columns(conn, "kd") if c.name == "day"]  # as schema.py
+    with pytest.raises(Exception, match="only integers, CHAR, VARCHAR, BINARY, VARBINARY and ENUM can be keys"):
+        KeyCodec([day])  # a date filters lists, it keys no entity
+    codec = KeyCodec([day], ["expires"], filter=True)
+    begin = position(conn)
+    with conn.cursor() as cur:
+        cur.execute("INSERT INTO kd VALUES (1, %s), (2, '2024-02-29')", codec.parse(["0001-01-01"]))
+    images = binlog_images(single_stack.mariadb, begin, ["kd"])
+    assert sorted(codec.text_from_binlog(i.values) for i in images) == ["0001-01-01", "2024-02-29"]
+    (row,) = _select(conn, "kd", codec, codec.parse(["2024-02-29"]))
+    assert codec.text_from_row(row) == codec.text_from_params(codec.parse(["2024-02-29"])) == "2024-02-29"
+    for raw, message in (("2024-02-30", "is no day of the calendar"), ("2024-2-1", "must be a date: YYYY-MM-DD"),
+                         ("0000-00-00", "is no day of the calendar"), ("20240229", "must be a date"),
+                         ("2024-02-29T00:00", "must be a date")):
+        with pytest.raises(BadKey, match=f"expires: {message}"):
+            codec.parse([raw])
 
 
 BAD: list[tuple[str, int, str, str]] = [  # table, parameter index, input, message
@@ -243,7 +270,7 @@ def test_unsupported_columns_are_named_in_one_line(keys_db: tuple[Any, dict[str,
     assert unsupported(columns["id"]) is None and unsupported(columns["j"]) is None
     assert columns["j"].is_json and not columns["n"].is_json
     assert unsupported_key(columns["d"]) == ("key column 'd' (decimal(5,2)): only integers, CHAR, VARCHAR,"
-                                             " BINARY and VARBINARY can be keys")
+                                             " BINARY, VARBINARY and ENUM can be keys")
     assert unsupported_key(columns["n"]) == "key column 'n' (varchar(5)): a key column must be NOT NULL"
     assert unsupported_key(columns["id"]) is None
     assert load_columns(conn, "no_such_table") == []

@@ -27,24 +27,25 @@ COLUMNS = """
   bn BINARY(4) NULL, vb VARBINARY(10) NULL, tx TEXT NULL, bl BLOB NULL, mb MEDIUMBLOB NULL,
   t0 TIMESTAMP NULL DEFAULT NULL, t3 TIMESTAMP(3) NULL DEFAULT NULL, t6 TIMESTAMP(6) NULL DEFAULT NULL,
   d0 DATETIME NULL, d1 DATETIME(1) NULL, d4 DATETIME(4) NULL, d6 DATETIME(6) NULL,
-  da DATE NULL, yr YEAR NULL
-"""
+  da DATE NULL, yr YEAR NULL,
+  en ENUM('a', 'zoë', 'c') NULL, e2 ENUM(%s) NULL
+""" % ", ".join(f"'m{i}'" for i in range(300))  # e2: more than 255 members, a 2-byte index
 ROWS = [
     "(1, -128, 255, -32768, 65535, -8388608, 16777215, -2147483648, -9223372036854775808,"
     " 18446744073709551615, -1.5, 2.2250738585072014e-308, 'zoë 🚀', REPEAT('é', 300), 'ab',"
     " _latin1 X'41818D8F909DE9', X'00FF0102', X'', REPEAT('x', 300), X'00FF', REPEAT('b', 70000),"
     " '2038-01-19 03:14:07', '2001-02-03 04:05:06.789', '1970-01-01 00:00:01.000001',"
     " '9999-12-31 23:59:59', '1000-01-01 00:00:00.5', '2024-02-29 12:00:00.1234',"
-    " '2024-02-29 12:00:00.999999', '9999-12-31', 2155)",
+    " '2024-02-29 12:00:00.999999', '9999-12-31', 2155, 'zoë', 'm299')",
     "(2, 127, 0, 32767, 0, 8388607, 0, 2147483647, 9223372036854775807, 0, 3.4e38, -0.0,"
     " '', '', '', '', X'', X'FF', '', X'', X'', '1970-01-01 00:00:01', '1999-12-31 23:59:59.001',"
     " '2000-01-01 00:00:00.000010', '0000-00-00 00:00:00', '2000-00-00 00:00:00.0',"
-    " '2000-01-00 10:00:00.0001', '2000-01-01 00:00:00.000001', '0000-00-00', 0)",
-    "(3" + ", NULL" * 29 + ")",
+    " '2000-01-00 10:00:00.0001', '2000-01-01 00:00:00.000001', '0000-00-00', 0, 'no such', 'm0')",
+    "(3" + ", NULL" * 31 + ")",
     "(4, 0, 1, 0, 1, -1, 1, -1, -1, 1, 0.1, 0.1, 'a', 'b', 'c', 'd', X'01', X'02', 'e', X'03', X'04',"
     " '2020-01-01 00:00:00', '2020-01-01 00:00:00.000', '2020-01-01 00:00:00.000000',"
     " '2020-01-01 00:00:00', '2020-01-01 00:00:00.0', '2020-01-01 00:00:00.0000',"
-    " '2020-01-01 00:00:00.000000', '2020-01-01', 1901)",
+    " '2020-01-01 00:00:00.000000', '2020-01-01', 1901, 'a', 'm255')",
 ]
 
 
@@ -87,6 +88,8 @@ def test_whole_after_images_equal_the_library_for_every_type_read(
     assert sum(len(e) for e in library) == 4 + 4 + 2 + 2
     assert any(t[1] and t[1]["da"] is None and t[2] and t[2]["da"] == "out of date range"
                for e in library for t in e), "the zero date must be in the test"
+    assert {t[1]["en"] for e in library for t in e if t[1]} == {"zoë", "", "a", None}  # '' the error value
+    assert {t[1]["e2"] for e in library for t in e if t[1]} >= {"m299", "m255", "m0"}
     for mine, theirs in zip(ours, library, strict=True):
         assert differences(mine, theirs) == []
 

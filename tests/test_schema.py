@@ -18,6 +18,12 @@ CREATE TABLE IF NOT EXISTS cachelab.schema_probe (
     maybe VARCHAR(20) NULL,
     shape POINT NULL,
     note TEXT NULL,
+    st ENUM('new', 'sent', 'lost') NULL,
+    tags SET('a', 'b') NULL,
+    happened DATETIME NULL,
+    stamped TIMESTAMP NULL DEFAULT NULL,
+    tm TIME NULL,
+    day DATE NULL,
     UNIQUE KEY uq_code (code),
     UNIQUE KEY uq_maybe (maybe)
 )"""
@@ -98,5 +104,29 @@ def test_one_line_per_problem(conn, data: dict, message: str) -> None:  # type: 
 def test_a_text_filter_is_refused_with_its_reason(conn) -> None:  # type: ignore[no-untyped-def]
     found = errors_of(conn, {"lists": {"a": {"table": "schema_probe", "route": "/a", "filters": {"n": "note"},
                                              "order": ["id"], "limit": 5, "columns": ["id", "note"]}}})
-    assert found == ["lists.a.filters: filter column 'note' (text): only integers, CHAR, VARCHAR, BINARY"
-                     " and VARBINARY can be keys"], found
+    assert found == ["lists.a.filters: filter column 'note' (text): only integers, CHAR, VARCHAR, BINARY,"
+                     " VARBINARY, ENUM and DATE can filter a list"], found
+
+
+def test_enum_and_date_filter_lists_and_set_and_instants_are_refused_with_why(conn) -> None:  # type: ignore[no-untyped-def]
+    catalog = resolve(conn, {"lists": {"a": {"table": "schema_probe", "route": "/a", "order": ["id"], "limit": 5,
+                                             "filters": {"status": "st", "day": "day"}, "columns": ["id", "st"]}}})
+    status, day = catalog.lists[0].filters
+    assert status.members == ("new", "sent", "lost") and not status.by_weight  # named by the member
+    assert day.weigher is None and day.codec.parse(["2024-02-29"]) == (__import__("datetime").date(2024, 2, 29),)
+    found = errors_of(conn, {"lists": {"a": {"table": "schema_probe", "route": "/a", "order": ["id"], "limit": 5,
+                                             "filters": {"t": "tags", "h": "happened", "s": "stamped"},
+                                             "columns": ["id"]}}})
+    assert found == [
+        "lists.a.filters: filter column 'tags' (set('a','b')): cannot filter a list: equality on a SET compares"
+        " the whole combination of members, so a row holding 'a,b' is in no variant 'a'; filter on a generated"
+        " column or a child table instead",
+        "lists.a.filters: filter column 'happened' (datetime): cannot filter a list: an equality filter matches"
+        " one instant to the microsecond, never what a list filter means; filter on a DATE column (a generated"
+        " column DATE(...) works)",
+        "lists.a.filters: filter column 'stamped' (timestamp): cannot filter a list: an equality filter matches"
+        " one instant to the microsecond, never what a list filter means; filter on a DATE column (a generated"
+        " column DATE(...) works)"], found
+    assert "lists.a.filters: filter column 'tm' (time): cannot filter a list" in errors_of(
+        conn, {"lists": {"a": {"table": "schema_probe", "route": "/a", "order": ["id"], "limit": 5,
+                               "filters": {"t": "tm"}, "columns": ["id"]}}})[0]

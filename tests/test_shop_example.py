@@ -58,15 +58,21 @@ def test_the_shop_resolves_as_the_api_account(api_conn: pymysql.connections.Conn
     assert len(order.columns) == 10  # every column, none declared
     uuid, = card.keys.columns
     assert (uuid.data_type, uuid.char_length) == ("binary", 16) and card.negatives
-    lines, orders, customers = catalog.lists
+    lines, orders, customers, cards = catalog.lists
     assert [(f.param, f.column.name, f.weigher is not None) for f in lines.filters] == [
         ("order", "order_id", False), ("status", "status", True)]
     assert lines.cursor is not None and lines.cursor.names == ("order_id", "line_no")
     assert lines.order_sql == "ORDER BY `order_id`, `line_no` LIMIT 50"
     assert [(f.param, f.weigher is not None) for f in orders.filters] == [("customer", False), ("status", True)]
     assert orders.order_sql == "ORDER BY `order_id` DESC LIMIT 50"
-    assert customers.filters[0].column.data_type == "char" and customers.filters[0].weigher is not None
+    assert customers.filters[0].column.data_type == "char" and customers.filters[0].by_weight
     assert customers.cursor is not None and customers.cursor.names == ("code",)
+    # an ENUM filter under a _ci collation: named by the member, found by weight; a DATE: exact
+    tier = customers.filters[1]
+    assert (tier.members, tier.weigher is not None, tier.by_weight) == (("standard", "silver", "gold"), True, False)
+    state, expires = cards.filters
+    assert state.members == ("active", "redeemed", "void") and expires.column.data_type == "date"
+    assert expires.weigher is None and cards.cursor is not None and cards.cursor.names == ("id",)
 
 
 def _rows(conn: pymysql.connections.Connection, sql: str, args: Any = None) -> list[dict[str, Any]]:
@@ -183,7 +189,7 @@ def test_check_prints_the_shop(shop_db: MariaDB, tmp_path: Path) -> None:
     assert "              ct:{ol:order=<order_id>&status=~<weight(status)>}:a:<order_id>:<line_no>\n" in out
     assert "  order       order_id descending\n" in out
     assert ("tables the invalidator follows, in shop\n  customers    entity customer, list customers\n"
-            "  orders       entity order, list orders\n  gift_cards   entity gift_card\n"
+            "  orders       entity order, list orders\n  gift_cards   entity gift_card, list gift_cards\n"
             "  order_lines  list order_lines\n") in out
     assert "  GRANT SELECT ON `shop`.`order_lines` TO 'cachetail_invalidator'@'%';\n" in out
 
