@@ -16,7 +16,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.staticfiles import StaticFiles
 
+from cachetail import gtid
 from cachetail.codec import Column
+from cachetail.codec_keys import MAX_CURSOR, cursor_pattern, param_schema
 from cachetail.config import Config, EntitySpec, ListSpec
 from cachetail.schema import Catalog, Entity, Listing
 
@@ -56,12 +58,16 @@ def _json(description: str, schema: dict[str, Any], x_cache: bool = False) -> di
 
 
 _STR = {"type": "string"}
-# Read your own writes (README): every declared GET takes it.
-MIN_GTID = {"name": "Cachetail-Min-GTID", "in": "header", "required": False,
+
+
+def min_gtid(flavor: str | None) -> dict[str, Any]:
+    """Read your own writes (README): every declared GET takes it."""
+    pattern = gtid.PATTERNS.get(flavor or gtid.MARIADB, gtid.MARIADB_PATTERN)
+    return {"name": "Cachetail-Min-GTID", "in": "header", "required": False,
             "description": "The answer reflects at least this transaction: a GTID or GTID state as the"
                            " server prints it (MariaDB @@last_gtid: domain-server-sequence[,...]; MySQL:"
                            " uuid:number[-number][,...]).  Malformed: 400.",
-            "schema": {"type": "string", "minLength": 1, "maxLength": 4096}}
+            "schema": {"type": "string", "maxLength": gtid.MAX_TEXT, "pattern": pattern}}
 ERROR = {"type": "object", "required": ["error", "detail"], "properties": {"error": _STR, "detail": _STR}}
 
 
@@ -107,13 +113,15 @@ def _object(columns: tuple[Column, ...]) -> dict[str, Any]:
 
 
 def _parameter(name: str, where: str, column: Column | None, required: bool) -> dict[str, Any]:
-    schema = column_schema(column) if column is not None else {"type": "string"}
-    return {"name": name, "in": where, "required": required, "schema": schema.get("anyOf", [schema])[0]}
+    """A key or filter parameter: exactly what the API accepts (cachetail/codec_keys.py)."""
+    schema = param_schema(column) if column is not None else {"type": "string"}
+    return {"name": name, "in": where, "required": required, "schema": schema}
 
 
-def _entity_paths(spec: EntitySpec, entity: Entity | None, ref: dict[str, Any]) -> dict[str, Any]:
+def _entity_paths(spec: EntitySpec, entity: Entity | None, ref: dict[str, Any], flavor: str | None
+                  ) -> dict[str, Any]:
     columns = {c.name: c for c in entity.keys.columns} if entity is not None else {}
-    params = [_parameter(k, "path", columns.get(k), True) for k in spec.key] + [MIN_GTID]
+    params = [_parameter(k, "path", columns.get(k), True) for k in spec.key] + [min_gtid(flavor)]
     bad = _error("malformed key or Cachetail-Min-GTID")
     paths = {spec.route: {"get": {
         "summary": f"One {spec.name} (cached {spec.ttl_s} s)", "tags": [spec.name], "parameters": params,
@@ -127,17 +135,22 @@ def _entity_paths(spec: EntitySpec, entity: Entity | None, ref: dict[str, Any]) 
     return paths
 
 
-def _list_paths(spec: ListSpec, listing: Listing | None, ref: dict[str, Any]) -> dict[str, Any]:
+def _list_paths(spec: ListSpec, listing: Listing | None, ref: dict[str, Any], flavor: str | None
+                ) -> dict[str, Any]:
     columns = {f.param: f.column for f in listing.filters} if listing is not None else {}
     params = [_parameter(p, "query", columns.get(p), False) for p, _ in spec.filters]
     order = ", ".join(("-" if desc else "") + c for c, desc in spec.order)
     answer = _json(f"up to {spec.limit} rows, ordered by {order}", {"type": "array", "items": ref}, True)
     if spec.paging:
-        params.append({"name": "after", "in": "query", "required": False, "schema": _STR,
-                       "description": "the cursor of the previous page's Link: rel=\"next\""})
+        cursor = {"type": "string", "maxLength": MAX_CURSOR}
+        if listing is not None and listing.cursor is not None:
+            cursor["pattern"] = cursor_pattern(listing.cursor.columns)
+        params.append({"name": "after", "in": "query", "required": False, "schema": cursor,
+                       "description": "the cursor of the previous page's Link: rel=\"next\" (the order"
+                                      " columns' values, each as in a key, joined by ':')"})
         answer["headers"]["Link"] = {"description": "rel=\"next\": the next page, when this one is full",
                                      "schema": _STR}
-    params.append(MIN_GTID)
+    params.append(min_gtid(flavor))
     return {spec.route: {"get": {
         "summary": f"{spec.name}, cached {spec.ttl_s} s per filter combination", "tags": [spec.name],
         "parameters": params,
@@ -145,18 +158,18 @@ def _list_paths(spec: ListSpec, listing: Listing | None, ref: dict[str, Any]) ->
                       "503": _error("MySQL down, not cached")}}}}
 
 
-def openapi_schema(config: Config, catalog: Catalog | None) -> dict[str, Any]:
+def openapi_schema(config: Config, catalog: Catalog | None, flavor: str | None = None) -> dict[str, Any]:
     """The document for the declared entities and lists; column types once the catalog is read."""
     schemas: dict[str, Any] = {"Error": ERROR}
     paths: dict[str, Any] = {}
     for spec in config.entities:
         entity = next((e for e in catalog.entities if e.name == spec.name), None) if catalog else None
         schemas[spec.name] = _object(entity.columns) if entity is not None else {"type": "object"}
-        paths.update(_entity_paths(spec, entity, {"$ref": f"#/components/schemas/{spec.name}"}))
+        paths.update(_entity_paths(spec, entity, {"$ref": f"#/components/schemas/{spec.name}"}, flavor))
     for lspec in config.lists:
         listing = next((x for x in catalog.lists if x.name == lspec.name), None) if catalog else None
         schemas[lspec.name] = _object(listing.columns) if listing is not None else {"type": "object"}
-        paths.update(_list_paths(lspec, listing, {"$ref": f"#/components/schemas/{lspec.name}"}))
+        paths.update(_list_paths(lspec, listing, {"$ref": f"#/components/schemas/{lspec.name}"}, flavor))
     names = ", ".join([e.name for e in config.entities] + [x.name for x in config.lists])
     paths.update(ADMIN_PATHS)
     return {
@@ -193,7 +206,7 @@ ADMIN_PATHS: dict[str, Any] = {
 
 async def openapi(request: Request) -> Response:
     svc = request.app.state.services
-    return JSONResponse(openapi_schema(svc.config, svc.catalog))
+    return JSONResponse(openapi_schema(svc.config, svc.catalog, svc.fresh.flavor))
 
 
 def _page(request: Request, title: str, head: str, body: str) -> HTMLResponse:

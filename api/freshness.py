@@ -135,12 +135,9 @@ def _min_gtid(raw: bytes, flavor: str | None) -> GtidState:
         text = raw.decode("ascii")
         if flavor is None:
             raise GtidError("the database is not known yet")
-        need = _parse(flavor, text.strip())
+        return gtid.parse_wanted(flavor, text)
     except (UnicodeDecodeError, GtidError) as exc:
         raise ApiError(400, "invalid_min_gtid", f"Cachetail-Min-GTID must be {expected} ({exc})") from None
-    if need.empty:
-        raise ApiError(400, "invalid_min_gtid", f"Cachetail-Min-GTID must be {expected} (it is empty)")
-    return need
 
 
 class AppliedWatch:

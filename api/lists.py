@@ -14,7 +14,7 @@ The body is the JSON array either way; a paged value keeps its next cursor befor
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote, unquote, urlencode
+from urllib.parse import quote, urlencode
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -24,6 +24,7 @@ from api.errors import ApiError
 from api.freshness import min_gtid
 from api.reads import JSON, check_query, headers, parse, takes
 from api.services import Services
+from cachetail.codec_keys import cursor_values
 from cachetail.config import ListSpec
 from cachetail.keyspace import Keyspace
 from cachetail.schema import NEXT, Filter, Listing
@@ -99,19 +100,17 @@ class ListEndpoint:
         return out
 
     def cursor(self, request: Request, listing: Listing) -> tuple[tuple[Any, ...] | None, str | None]:
-        """The parsed ``after`` values and their canonical text (the page's key), or None."""
+        """The ``after`` values and their canonical text (the page's key), or None.  A cursor is
+        a bound of the keyset comparison: any value of the documented form will do."""
         raw = request.query_params.getlist("after") if self.spec.paging else []
         if not raw:
             return None, None
         if len(raw) > 1 or listing.cursor is None:
             raise ApiError(400, "invalid_after", "give after at most once")
-        parts = [unquote(p) for p in raw[0].split(":")]
-        if len(parts) != len(listing.cursor.columns):
-            raise ApiError(400, "invalid_after", "after is the cursor of a Link: rel=\"next\" header")
-        try:
-            values = parse(listing.cursor, parts, "")
-        except ApiError as exc:
-            raise ApiError(400, "invalid_after", exc.detail) from None
+        values = cursor_values(listing.cursor.columns, raw[0])
+        if values is None:
+            raise ApiError(400, "invalid_after", "after is the cursor of a Link: rel=\"next\" header:"
+                                                 " the order columns' values, each as in a key, joined by ':'")
         return values, listing.cursor.text_from_params(values)
 
     def next_url(self, request: Request, cursor: str) -> str:

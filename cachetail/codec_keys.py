@@ -34,17 +34,23 @@ ever sees ``ABC``.  So:
 from __future__ import annotations
 
 import datetime
+import functools
 import re
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote_to_bytes
 
-from cachetail.codec_columns import CodecError, Column, UnsupportedColumn, encodable, unsupported
+from cachetail.codec_columns import CodecError, Column, UnsupportedColumn, _no_surrogates, encodable, unsupported
+from cachetail.patterns import anchored, int_between, matches
 
 SHOWN = 40  # at most this many characters of bad input go into a message
 MAX_KEY_COLUMNS = 3
-_UUID = re.compile(r"[0-9a-fA-F]{32}|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+UUID_PATTERN = anchored("(?:[0-9a-fA-F]{32}|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
+                        "[0-9a-fA-F]{12})")
+# a day of the calendar, years 0001-9999 (Python's date; the month and day checked by parsing)
+DATE_PATTERN = anchored("(?:000[1-9]|00[1-9][0-9]|0[1-9][0-9]{2}|[1-9][0-9]{3})-(?:0[1-9]|1[0-2])"
+                        "-(?:0[1-9]|[12][0-9]|3[01])")
 _HEX = re.compile(r"(?:[0-9a-fA-F]{2})+")
 
 
@@ -132,17 +138,57 @@ def _integer_parser(column: Column) -> Parser:
     return parse
 
 
+def char_class(column: Column) -> str:
+    """The characters a text key or filter value may hold: printable (no Cc control
+    character) and in the column's character set, as a regex class."""
+    return _charset_class((column.charset or "").lower())
+
+
+@functools.lru_cache(maxsize=None)
+def _charset_class(charset: str) -> str:
+    controls = "\\u0000-\\u001f\\u007f-\\u009f"
+    if charset in ("latin1", "ascii"):
+        allowed = [c for c in range(0x20, 0x10000)
+                   if unicodedata.category(chr(c)) not in ("Cc", "Cs") and encodable(chr(c), charset)]
+        return "[" + "".join(_ranges(allowed)) + "]"
+    if charset in ("utf8mb3", "utf8"):  # the Basic Multilingual Plane (astral characters as such)
+        return f"[^{controls}\U00010000-\U0010ffff]"
+    return f"[^{controls}]"
+
+
+def _ranges(codes: list[int]) -> list[str]:
+    out: list[str] = []
+    start = prev = codes[0]
+    for c in codes[1:] + [-1]:
+        if c == prev + 1:
+            prev = c
+            continue
+        out.append(_class_char(start) if start == prev else f"{_class_char(start)}-{_class_char(prev)}")
+        start = prev = c
+    return out
+
+
+def _class_char(code: int) -> str:
+    return f"\\u{code:04x}"
+
+
+def text_pattern(column: Column) -> str:
+    return anchored(char_class(column) + "*")
+
+
 def _text_parser(column: Column) -> Parser:
     limit = column.char_length or 0
+    pattern = text_pattern(column)
 
     def parse(param: str, raw: str) -> str:
         if not raw:
             raise BadKey(param, "must not be empty")
         if len(raw) > limit:
             raise BadKey(param, f"must be at most {limit} characters", raw)
-        if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in raw):
-            raise BadKey(param, "must not contain control characters", raw)
-        if not encodable(raw, column.charset):
+        # (a lone surrogate cannot come through HTTP; a str built otherwise may hold one)
+        if not matches(pattern, raw) or not _no_surrogates(raw):
+            if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in raw):
+                raise BadKey(param, "must not contain control characters", raw)
             raise BadKey(param, f"has characters that {column.charset} cannot hold", raw)
         return raw
 
@@ -150,7 +196,7 @@ def _text_parser(column: Column) -> Parser:
 
 
 def _uuid_parser(param: str, raw: str) -> bytes:
-    if not _UUID.fullmatch(raw):
+    if not matches(UUID_PATTERN, raw):
         raise BadKey(param, "must be a UUID: 32 hex digits or 8-4-4-4-12", raw)
     return bytes.fromhex(raw.replace("-", ""))
 
@@ -175,9 +221,81 @@ def _date_parser(param: str, raw: str) -> datetime.date:
     if not _DATE.fullmatch(raw):
         raise BadKey(param, "must be a date: YYYY-MM-DD", raw)
     try:
+        if not matches(DATE_PATTERN, raw):
+            raise ValueError(raw)
         return datetime.date.fromisoformat(raw)
     except ValueError:
         raise BadKey(param, "is no day of the calendar (YYYY-MM-DD, from 0001-01-01)", raw) from None
+
+
+def param_schema(column: Column) -> dict[str, Any]:
+    """The JSON Schema of a key or filter parameter: exactly what its parser accepts (an
+    ENUM: its members; the API also takes spellings equal under the column's collation)."""
+    if column.integer_bits:
+        low, high = column.integer_range
+        return {"type": "integer", "minimum": low, "maximum": high}
+    if column.data_type == "enum":
+        return {"type": "string", "enum": list(column.members)}
+    if column.data_type == "date":
+        return {"type": "string", "format": "date", "pattern": DATE_PATTERN}
+    if column.data_type == "binary" and column.char_length == 16:
+        return {"type": "string", "format": "uuid", "pattern": UUID_PATTERN}
+    if column.is_binary:
+        size = column.char_length or 0
+        pairs = f"{{{size}}}" if column.data_type == "binary" else f"{{1,{size}}}"
+        return {"type": "string", "pattern": anchored(f"(?:[0-9a-fA-F]{{2}}){pairs}")}
+    return {"type": "string", "minLength": 1, "maxLength": column.char_length or 0,
+            "pattern": text_pattern(column)}
+
+
+# A keyset cursor part (the ``after`` of a paged list): what the API writes into Link: an
+# integer in decimal, hex for binary, percent-encoded UTF-8 for text; any such part is a
+# bound of a comparison, so no length or character limit beyond its form.
+_PERCENT_TEXT = "(?:[A-Za-z0-9_.~-]|%[0-9A-F]{2})+"
+
+
+MAX_CURSOR = 2048  # characters of a paged list's ``after``
+
+
+def cursor_pattern(columns: Sequence[Column]) -> str:
+    """The ``after`` of a paged list ordered by ``columns``: their parts joined by ':'."""
+    return anchored(":".join(cursor_part(c) for c in columns))
+
+
+def cursor_values(columns: Sequence[Column], raw: str) -> tuple[Any, ...] | None:
+    """The values of a cursor that matches :func:`cursor_pattern`; None when it does not."""
+    if len(raw) > MAX_CURSOR or not matches(cursor_pattern(columns), raw):
+        return None
+    values: list[Any] = []
+    for column, part in zip(columns, raw.split(":"), strict=True):
+        if column.integer_bits:
+            values.append(int(part))
+        elif column.is_binary:
+            values.append(bytes.fromhex(part))
+        else:
+            values.append(unquote_to_bytes(part).decode("utf-8", "replace"))
+    return tuple(values)
+
+
+def cursor_part(column: Column) -> str:
+    if column.integer_bits:
+        return int_between(*column.integer_range)
+    if column.is_binary:
+        return "(?:[0-9a-f]{2})+"
+    charset = (column.charset or "").lower()
+    if charset in ("latin1", "ascii"):  # only what the column can hold: a wider bound would not compare
+        return _percent_encoded(char_class(column))
+    return _PERCENT_TEXT
+
+
+@functools.lru_cache(maxsize=None)
+def _percent_encoded(klass: str) -> str:
+    """Percent-encoded UTF-8 of the characters of ``klass`` (its unreserved ASCII as is)."""
+    allowed = [chr(c) for c in range(0x20, 0x10000) if re.fullmatch(klass, chr(c))]
+    unreserved = "".join(ch for ch in allowed if ch.isascii() and (ch.isalnum() or ch in "_.~-"))
+    encoded = sorted({"".join(f"%{b:02X}" for b in ch.encode()) for ch in allowed
+                      if not (ch.isascii() and (ch.isalnum() or ch in "_.~-"))})
+    return "(?:[" + re.escape(unreserved) + "]|" + "|".join(encoded) + ")+"
 
 
 def _parser(column: Column) -> Parser:

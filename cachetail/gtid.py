@@ -19,6 +19,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from cachetail.patterns import anchored, matches
+
 MARIADB = "mariadb"
 MYSQL = "mysql"
 FLAVORS = (MARIADB, MYSQL)
@@ -28,8 +30,40 @@ _U64 = 2**64 - 1
 _MARIADB_GTID = re.compile(r"(\d{1,10})-(\d{1,10})-(\d{1,20})")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _INTERVAL = re.compile(r"(\d{1,19})(?:-(\d{1,19}))?")
+_ANY_INTERVAL = re.compile(r"([0-9]+)(?:-([0-9]+))?")
 _TAG = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]{0,31}")
 MAX_TEXT = 4096  # a state longer than this is refused (a header, a Redis value)
+
+
+def _state_pattern(one: str) -> str:
+    # one GTID, or several separated by commas; blanks around the whole (HTTP may strip them)
+    return anchored(f"[ \t]*{one}(?:,{one})*[ \t]*")
+
+
+# What a client may send as Cachetail-Min-GTID (the document declares the same pattern).
+# Numbers of any size: a domain, server or sequence no server has is simply never applied.
+# MariaDB: domain-server-sequence.  MySQL: uuid, then intervals (and MySQL 8.3's tags).
+MARIADB_PATTERN = _state_pattern("[0-9]+-[0-9]+-[0-9]+")
+MYSQL_PATTERN = _state_pattern("[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+                               "(?::(?:[a-zA-Z_][a-zA-Z0-9_]{0,31}|[0-9]+(?:-[0-9]+)?))+")
+PATTERNS = {MARIADB: MARIADB_PATTERN, MYSQL: MYSQL_PATTERN}
+
+
+def parse_wanted(flavor: str, text: str) -> GtidState:
+    """A client's state (Cachetail-Min-GTID): exactly what ``PATTERNS[flavor]`` admits; a
+    domain given twice counts with its highest sequence, an interval given backwards as the
+    same interval, a number no server can have as a transaction never applied."""
+    if len(text) > MAX_TEXT or not matches(PATTERNS[flavor], text):
+        raise GtidError("does not match " + ("domain-server-sequence[,...]" if flavor == MARIADB else
+                                             "uuid:number[-number][,...]"))
+    if flavor == MYSQL:
+        return _parse_mysql(text, lenient=True)
+    merged: dict[int, tuple[int, int]] = {}
+    for part in text.strip(" \t").split(","):
+        domain, server, seq = (int(x) for x in part.split("-"))
+        if domain not in merged or merged[domain][1] < seq:
+            merged[domain] = (server, seq)
+    return GtidState(MARIADB, domains=tuple(sorted(merged.items())))
 
 
 class GtidError(ValueError):
@@ -130,7 +164,7 @@ def format_mariadb(state: dict[int, tuple[int, int]]) -> str:
     return ",".join(f"{d}-{s}-{n}" for d, (s, n) in sorted(state.items()))
 
 
-def _parse_mysql(text: str) -> GtidState:
+def _parse_mysql(text: str, lenient: bool = False) -> GtidState:
     sets: dict[tuple[str, str], list[tuple[int, int]]] = {}
     for part in text.replace(" ", "").replace("\n", "").split(","):
         if not part:
@@ -140,11 +174,13 @@ def _parse_mysql(text: str) -> GtidState:
             raise GtidError(f"not a MySQL GTID (uuid:number[-number]...): {part[:60]!r}")
         uuid, tag = fields[0].lower(), ""
         for field in fields[1:]:
-            interval = _INTERVAL.fullmatch(field)
+            interval = (_ANY_INTERVAL if lenient else _INTERVAL).fullmatch(field)
             if interval is not None:
                 lo = int(interval.group(1))
                 hi = int(interval.group(2) or lo)
-                if not 1 <= lo <= hi < 2**63:
+                if lenient:
+                    lo, hi = min(lo, hi), max(lo, hi)
+                elif not 1 <= lo <= hi < 2**63:
                     raise GtidError(f"not an interval of transaction numbers: {field!r}")
                 sets.setdefault((uuid, tag), []).append((lo, hi))
             elif _TAG.fullmatch(field):

@@ -239,7 +239,12 @@ def _listing(spec: ListSpec, table: _Table, database: str, errors: list[str]) ->
             errors.append(f"{spec.where}.order: paging needs an order that includes a NOT NULL unique key"
                           f" of {table.name} (its unique keys: {table.describe_unique()})")
         found = _key_columns(spec.where, "order", table, names, errors)
-        if found and len(found) <= 3:
+        enums = [c.name for c in found or () if c.data_type == "enum"]
+        if enums:
+            errors.append(f"{spec.where}.order: paging cannot order by the ENUM {', '.join(enums)}: an ENUM"
+                          " sorts by its member's index but compares as text, so a keyset cursor would"
+                          " skip or repeat rows")
+        elif found and len(found) <= 3:
             cursor = KeyCodec(found, [f"after.{n}" for n in names])
         elif found:
             errors.append(f"{spec.where}.order: paging orders by at most 3 columns")

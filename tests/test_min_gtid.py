@@ -116,8 +116,8 @@ async def test_a_gtid_from_a_domain_the_invalidator_never_saw_is_not_applied(
     assert [r.headers["x-cache"] for r in (unknown, both, seen)] == ["PRIMARY", "PRIMARY", "HIT"]
 
 
-@pytest.mark.parametrize("value", ["abc", "0-1", "0-1-x", "0-1-1,0-2-2", "-1-1-1", "0-1-1;0",
-                                   "3e11fa47-71ca-11e1-9e33-c80aa9429562:23", "0-1-99999999999999999999999",
+@pytest.mark.parametrize("value", ["abc", "0-1", "0-1-x", "0-1-1, 0-2-2", "0-1-1,", "-1-1-1", "0-1-1;0",
+                                   "3e11fa47-71ca-11e1-9e33-c80aa9429562:23", "0-1-1-1",
                                    " ", "0-1-1\u00e9"])
 async def test_a_malformed_min_gtid_is_a_400(stack, redis_client, value: str) -> None:
     async with running(stack.api_env()) as (app, client):
