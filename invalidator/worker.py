@@ -238,7 +238,7 @@ class Worker:
         try:
             return self.stream_from(position)
         except CheckFailed as exc:  # a server that cannot be followed (now): say so, keep trying
-            return self.failed(Failure(RETRY, "config", str(exc)), position)
+            return self.failed(Failure(RETRY, "config", str(exc).replace("\n", "; ")), position)
 
     def stream_from(self, position: Position) -> Position:
         stream = None
@@ -545,7 +545,8 @@ class Worker:
         return self.load_catalog(conn)
 
     def load_catalog(self, conn: pymysql.connections.Connection) -> Catalog:
-        return load_catalog(conn, str(self.settings.config_path), self.settings.mysql.database)
+        return load_catalog(conn, str(self.settings.config_path), self.settings.mysql.database,
+                            refresh=self.settings.mode == "refresh")
 
     def advance(self, position: Position) -> None:
         """Move past work that touched nothing cached; persisted lazily."""
