@@ -18,6 +18,7 @@ from invalidator.settings import InvalidatorSettings
 
 log = logging.getLogger("invalidator")
 ER_ACCESS = (1044, 1142, 1227, 1045)
+ER_PARSE = 1064
 WHERE = "in my.cnf, or on RDS/Aurora in the DB parameter group (then reboot the instance)"
 
 
@@ -103,7 +104,7 @@ def check_privileges(cur: pymysql.cursors.Cursor, database: str, tables: tuple[s
         if exc.args[0] in ER_ACCESS:
             raise CheckFailed("the DB account lacks REPLICATION CLIENT (BINLOG MONITOR on MariaDB):"
                               " GRANT REPLICATION CLIENT ON *.* TO it (sql/grants.sql)") from None
-        if exc.args[0] != 1064:  # MySQL 8.4 renamed it; the stream checks again
+        if exc.args[0] != ER_PARSE:  # MySQL 8.4 renamed it; the stream checks again
             raise
     for table in tables:
         try:
@@ -117,13 +118,17 @@ def check_privileges(cur: pymysql.cursors.Cursor, database: str, tables: tuple[s
 
 
 def server_id_in_use(cur: pymysql.cursors.Cursor, server_id: int) -> bool | None:
-    """True/False from SHOW SLAVE HOSTS; None when the account may not run it."""
-    try:
-        cur.execute("SHOW SLAVE HOSTS")
-    except pymysql.err.MySQLError as exc:
-        if exc.args[0] in ER_ACCESS:
-            return None
-        raise
+    """True/False from SHOW SLAVE HOSTS (SHOW REPLICAS on MySQL 8.4, which removed the old
+    name; both list Server_id first); None when the account may not run it."""
+    for statement in ("SHOW SLAVE HOSTS", "SHOW REPLICAS"):
+        try:
+            cur.execute(statement)
+            break
+        except pymysql.err.MySQLError as exc:
+            if exc.args[0] in ER_ACCESS:
+                return None
+            if exc.args[0] != ER_PARSE or statement == "SHOW REPLICAS":
+                raise
     return any(int(row[0]) == server_id for row in cur.fetchall())
 
 

@@ -22,6 +22,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+import pymysql
 import pytest
 import redis
 
@@ -29,7 +30,7 @@ from binlog_splice import SpliceProxy, gtid_of, maps_table, partial_update, tran
 from cachetail.codec_columns import Column
 from cachetail.devstack import ROOT
 from conftest import Stack
-from invalidator.checks import CheckFailed, binlog_problems, check_binlog, json_problems
+from invalidator.checks import CheckFailed, binlog_problems, check_binlog, json_problems, server_id_in_use
 from invalidator.packets import WANTED, Filter
 from invalidator.unsupported import NO_CHANGES, UNSUPPORTED, UnsupportedEvent
 from invalidator_support import master_position, wait_for, workers  # noqa: F401
@@ -79,6 +80,29 @@ def test_mysql_json_in_a_followed_table_is_refused_in_refresh_mode_only() -> Non
     assert json_problems(columns, refresh=True) == [
         "users.prefs is MySQL's binary JSON (json): refresh mode would decode it in every row image;"
         " set INVALIDATOR_MODE=delete, or store it as LONGTEXT"]
+
+
+class RenamedShowCursor:
+    """A cursor of a MySQL 8.4 server, which removed SHOW SLAVE HOSTS (a parse error now)."""
+
+    def __init__(self, rows: list[tuple[int, ...]]) -> None:
+        self.rows = rows
+        self.ran: list[str] = []
+
+    def execute(self, sql: str) -> None:
+        self.ran.append(sql)
+        if sql == "SHOW SLAVE HOSTS":
+            raise pymysql.err.ProgrammingError(1064, "You have an error in your SQL syntax")
+
+    def fetchall(self) -> list[tuple[int, ...]]:
+        return self.rows
+
+
+def test_mysql_8_4_lists_replicas_under_their_new_name() -> None:
+    cur = RenamedShowCursor([(4242, 0), (7, 0)])
+    assert server_id_in_use(cur, 4242) is True  # type: ignore[arg-type]
+    assert cur.ran == ["SHOW SLAVE HOSTS", "SHOW REPLICAS"]
+    assert server_id_in_use(RenamedShowCursor([(7, 0)]), 4242) is False  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------- event bytes, the filter
