@@ -105,6 +105,14 @@ def test_mysql_8_4_lists_replicas_under_their_new_name() -> None:
     assert server_id_in_use(RenamedShowCursor([(7, 0)]), 4242) is False  # type: ignore[arg-type]
 
 
+def test_caching_sha2_password_without_tls_can_authenticate() -> None:
+    """MySQL 8.4's default authentication: without TLS, its full exchange encrypts the password
+    with the server's RSA key, which PyMySQL does only with cryptography (PyMySQL[rsa])."""
+    from pymysql import _auth
+
+    assert _auth._have_cryptography, "install the declared dependencies: PyMySQL[rsa]"
+
+
 # ------------------------------------------------------------- event bytes, the filter
 
 def packet(code: int, flags: int = 0, next_position: int = 1234, body: bytes = b"\0" * 12) -> bytes:
