@@ -196,6 +196,7 @@ class Worker:
         watch = None
         try:
             self.position = self.saved = None
+            self.blocked = None  # the shared saved position decides; the event is met again if there
             self.ring.clear()
             self.replay_since = self.replay_until = None
             watch = FailoverWatch(self.settings.redis, self.request_replay).start()
@@ -336,10 +337,11 @@ class Worker:
                               " the server's settings are right: a session (or a pooled connection opened"
                               " before the fix) still writes with the old setting; reconnect the"
                               " application's connections (RDS: reboot the instance)")
+        position = self.full_invalidation("unsupported_event", f"the binlog holds {blocked.name} (type"
+                                          f" {blocked.code}), which the worker cannot read")
         self.blocked = None
         self.unblocked_at = time.monotonic()
-        return self.full_invalidation("unsupported_event", f"the binlog holds {blocked.name} (type"
-                                      f" {blocked.code}), which the worker cannot read")
+        return position
 
     def progressed(self) -> None:
         """Real progress (a transaction boundary applied, a heartbeat at the server's end):
