@@ -16,22 +16,30 @@ from collections.abc import Callable
 import pymysql
 
 from cachetail import config as declaration
+from cachetail.codec_columns import load_columns
 from cachetail.config import ConfigError
 from cachetail.keyspace import Keyspace
 from cachetail.schema import Catalog, resolve
 
-from invalidator.checks import CheckFailed
+from invalidator.checks import CheckFailed, json_problems
 from invalidator.rules import TableRules, rules_by_table
 
 log = logging.getLogger("invalidator")
 
 
-def load_catalog(conn: pymysql.connections.Connection, path: str, database: str) -> Catalog:
-    """The declaration in ``path`` checked against ``database``; CheckFailed with every problem."""
+def load_catalog(conn: pymysql.connections.Connection, path: str, database: str,
+                 refresh: bool = False) -> Catalog:
+    """The declaration in ``path`` checked against ``database``, and the followed tables
+    against the mode (:func:`~invalidator.checks.json_problems`); CheckFailed with every problem."""
     try:
-        return resolve(declaration.load(path), conn, database)
+        catalog = resolve(declaration.load(path), conn, database)
     except ConfigError as exc:
         raise CheckFailed("\n".join(f"{exc.source}: {line}" for line in exc.errors)) from None
+    columns = {table: load_columns(conn, table, database) for table in catalog.tables} if refresh else {}
+    problems = json_problems(columns, refresh)
+    if problems:
+        raise CheckFailed("\n".join(problems))
+    return catalog
 
 
 class Followed:

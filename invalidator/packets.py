@@ -11,7 +11,9 @@ and drops before anything is built:
 
 - events of a type the worker does not follow (``WANTED`` holds the codes of the library
   classes in ``stream.ONLY_EVENTS``, and the table maps and format descriptions the
-  library needs to decode them);
+  library needs to decode them), when the type is known to carry no change: any other
+  (a compressed transaction, a partial JSON update, MariaDB's compressed events, an
+  unknown type) raises :class:`~invalidator.unsupported.UnsupportedEvent` instead;
 - table maps of tables it does not follow (read from the event body: table id, schema,
   table) and the rows events of their table ids;
 - a followed table's map whose table id it already passed since the last rotate: with
@@ -43,6 +45,8 @@ import pymysql
 from pymysql.constants import CR
 from pymysql.protocol import MysqlPacket
 from pymysqlreplication.constants import BINLOG
+
+from invalidator.unsupported import refuse
 
 CHUNK = 256 * 1024
 MAX_PACKET_LEN = 0xFFFFFF
@@ -158,7 +162,12 @@ class Filter:
             return self._table_map(payload, start)
         if kind == BINLOG.ROTATE_EVENT and payload[start + TIMESTAMP_AT:start + TYPE_AT] != b"\0\0\0\0":
             self.table_ids.clear()  # as the library forgets its table maps at a real rotate
-        return kind in WANTED
+        if kind in WANTED:
+            return True
+        stop = refuse(payload, start)
+        if stop is not None:  # it may carry changes: never dropped (invalidator/unsupported.py)
+            raise stop
+        return False
 
     def take(self) -> list[RowsPacket]:
         rows, self.rows = self.rows, []

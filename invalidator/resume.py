@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 
 import pymysql
 
-from invalidator.checks import binlog_variables, check_binlog
+from invalidator.checks import recheck_binlog
 from invalidator.gtid import MARIADB, MYSQL, covers, missing_domains
 from invalidator.position import Position
 from invalidator.source import Source, identify
@@ -48,11 +48,11 @@ def plan_resume(conn: pymysql.connections.Connection, position: Position, offset
 
     ``offset_refused``: this server refused the position's file and offset last time.
     ``checked``: identities whose binlog settings were checked; a new server is checked
-    (ROW, FULL, FULL) before it is followed, raising CheckFailed if it cannot be."""
+    (ROW, FULL, FULL, nothing compressed or partial: checks.binlog_problems) before it is
+    followed, raising CheckFailed with a line per problem if it cannot be."""
     source = identify(conn)
     if source.identity not in checked:
-        with conn.cursor() as cur:
-            check_binlog(binlog_variables(cur))
+        recheck_binlog(conn)
         checked.add(source.identity)
     same = position.source == source.identity
     if same and position.gtid is None and source.flavor == MARIADB:

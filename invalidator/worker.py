@@ -37,7 +37,7 @@ from invalidator import decode, fastrows
 from invalidator.apply import REDIS_ERRORS, Applier, Batch, Group, Sent, Stopped, backoff_delays
 from invalidator.audit import Auditor
 from invalidator.catalog import Followed, Weights, load_catalog
-from invalidator.checks import CheckFailed, run_checks
+from invalidator.checks import CheckFailed, recheck_binlog, run_checks
 from invalidator.errors import FULL, RESUME_BY_GTID, RETRY, Failure, classify, is_connection_error
 from invalidator.gtid import Tracker, tracker
 from invalidator.lag import FollowLag, reached
@@ -50,6 +50,7 @@ from invalidator.settings import InvalidatorSettings
 from invalidator.source import current_position
 from invalidator.stream import control_connection, open_stream
 from invalidator.topology import FailoverWatch
+from invalidator.unsupported import UnsupportedEvent
 
 log = logging.getLogger("invalidator")
 T = TypeVar("T")
@@ -58,6 +59,9 @@ NOT_A_BOUNDARY = ("BEGIN", "SAVEPOINT", "ROLLBACK TO", "XA START", "XA END", "XA
 FAILURES_UNHEALTHY = 3  # consecutive failed attempts to follow: --check fails
 RING_STEP_S = 0.1  # replay points are kept at most this often: an earlier point is always safe
 CHECK_EVERY = 64  # rows events read by the connection between liveness, stop and lease checks
+# at most one full invalidation this often past events it cannot read (a session still
+# compressing after the global fix would otherwise empty the cache at every transaction)
+UNBLOCK_SPACING_S = 60.0
 
 
 class Replay(Exception):
@@ -125,6 +129,8 @@ class Worker:
         self.gtids: Tracker | None = None  # the GTID state as the stream moves on
         self.source_ident: tuple[int, str] | None = None  # the server followed last
         self.checked: set[tuple[int, str]] = set()  # servers whose binlog settings were checked
+        self.blocked: UnsupportedEvent | None = None  # stopped before it; see unblock
+        self.unblocked_at: float | None = None  # monotonic time of the last unblock
         self.lag: FollowLag | None = None
         self.auditor: Auditor | None = None
         # (monotonic time, position): every change up to the position was acknowledged by then
@@ -190,6 +196,7 @@ class Worker:
         watch = None
         try:
             self.position = self.saved = None
+            self.blocked = None  # the shared saved position decides; the event is met again if there
             self.ring.clear()
             self.replay_since = self.replay_until = None
             watch = FailoverWatch(self.settings.redis, self.request_replay).start()
@@ -238,12 +245,14 @@ class Worker:
         try:
             return self.stream_from(position)
         except CheckFailed as exc:  # a server that cannot be followed (now): say so, keep trying
-            return self.failed(Failure(RETRY, "config", str(exc)), position)
+            return self.failed(Failure(RETRY, "config", str(exc).replace("\n", "; ")), position)
 
     def stream_from(self, position: Position) -> Position:
         stream = None
         by_gtid = False
         try:
+            if self.blocked is not None:
+                return self.unblock()
             plan = self.mysql(lambda conn: plan_resume(conn, position, self.offset_refused, self.checked))
             by_gtid = plan.by_gtid
             stream = open_stream(self.settings, plan.position, plan.source, by_gtid,
@@ -254,6 +263,8 @@ class Worker:
             return replay.position
         except FullInvalidationNeeded as exc:
             return self.full_invalidation(exc.reason, str(exc))
+        except UnsupportedEvent as exc:
+            return self.stopped_before(exc, stream.log_file if stream is not None else None, position)
         except (Stopped, LostLeadership, CheckFailed):
             raise
         except Exception as exc:  # noqa: BLE001 - classified: retry, resume by GTID, or invalidate
@@ -294,6 +305,43 @@ class Worker:
                     failure.kind, failure.message, self.failures, resume_at, delay)
         self.stop.wait(delay)
         return resume_at
+
+    def stopped_before(self, event: UnsupportedEvent, log_file: str | None, position: Position) -> Position:
+        """The stream met an event that may carry changes and that the worker cannot read.
+
+        Nothing of its transaction, nor of a deferred group, is applied (they are dropped
+        here, not flushed); the position stays at the last transaction Redis acknowledged
+        before it.  Retrying from there meets the same event again, even once the server's
+        settings are fixed: :meth:`unblock` is the way past it."""
+        self.group = Group(None)
+        self.blocked = event
+        m.UNSUPPORTED_EVENTS.labels(event.name).inc()
+        self.finish()  # complete transactions already sent before the event
+        held = self.position or position
+        log.error("STOPPED before binlog event %s (type %d) ending at %s:%d: %s. Nothing after %s is"
+                  " applied; once the server's binlog settings pass the checks, every key is invalidated"
+                  " and following resumes from then", event.name, event.code, log_file or held.log_file,
+                  event.next_position, event.advice, held)
+        return self.failed(Failure(RETRY, "unsupported_event", str(event)), held)
+
+    def unblock(self) -> Position:
+        """Past an event the worker cannot read: the server's settings are checked again
+        (CheckFailed while they still write such events), then every owned key goes and the
+        worker follows from the server's position now.  The unread transactions stay in the
+        binlog before that position, so a retry from the saved one would only meet them again."""
+        blocked = self.blocked
+        assert blocked is not None
+        self.mysql(recheck_binlog)
+        if self.unblocked_at is not None and time.monotonic() - self.unblocked_at < UNBLOCK_SPACING_S:
+            raise CheckFailed(f"{blocked.name} again within {UNBLOCK_SPACING_S:.0f} s of the last one although"
+                              " the server's settings are right: a session (or a pooled connection opened"
+                              " before the fix) still writes with the old setting; reconnect the"
+                              " application's connections (RDS: reboot the instance)")
+        position = self.full_invalidation("unsupported_event", f"the binlog holds {blocked.name} (type"
+                                          f" {blocked.code}), which the worker cannot read")
+        self.blocked = None
+        self.unblocked_at = time.monotonic()
+        return position
 
     def progressed(self) -> None:
         """Real progress (a transaction boundary applied, a heartbeat at the server's end):
@@ -545,7 +593,8 @@ class Worker:
         return self.load_catalog(conn)
 
     def load_catalog(self, conn: pymysql.connections.Connection) -> Catalog:
-        return load_catalog(conn, str(self.settings.config_path), self.settings.mysql.database)
+        return load_catalog(conn, str(self.settings.config_path), self.settings.mysql.database,
+                            refresh=self.settings.mode == "refresh")
 
     def advance(self, position: Position) -> None:
         """Move past work that touched nothing cached; persisted lazily."""

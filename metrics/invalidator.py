@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from invalidator.unsupported import NAMES as UNSUPPORTED_NAMES
 from metrics import LATENCY_BUCKETS_S
 
 NAMESPACE = "cachetail_invalidator"
@@ -57,7 +58,8 @@ FULL_INVALIDATIONS = Counter(
     " GTID state is known), source_changed (another server and no GTID state known),"
     " diverged (the server lacks transactions the worker applied, or has errant ones),"
     " gtid_unavailable (GTIDs off on the new server), unknown (an unclassified binlog error),"
-    " failover_window (a Redis failover outside the replay window).",
+    " failover_window (a Redis failover outside the replay window), unsupported_event (past a"
+    " binlog event the worker cannot read, once the server's settings were right again).",
     ["reason"],
     namespace=NAMESPACE,
 )
@@ -100,10 +102,21 @@ STREAM_ERRORS = Counter(
     "stream_errors",
     "Failed connects and broken binlog streams, by kind: connection, access_denied,"
     " server_changed, server_id_in_use, file_missing, bad_position, gtid_purged, diverged,"
-    " gtid_unavailable, event_too_big, config, unknown_1236, server_error, unexpected.",
+    " gtid_unavailable, event_too_big, config, unsupported_event, unknown_1236, server_error,"
+    " unexpected.",
     ["kind"],
     namespace=NAMESPACE,
 )
+UNSUPPORTED_EVENTS = Counter(
+    "unsupported_events",
+    "Binlog events that may carry changes and that the worker cannot read, by event_type (the"
+    " MySQL/MariaDB type name, e.g. TRANSACTION_PAYLOAD_EVENT, PARTIAL_UPDATE_ROWS_EVENT,"
+    " UPDATE_ROWS_COMPRESSED_EVENT_V1; unknown): following stopped before each.",
+    ["event_type"],
+    namespace=NAMESPACE,
+)
+for _name in UNSUPPORTED_NAMES:  # every series exists from the start: increase() sees the first
+    UNSUPPORTED_EVENTS.labels(_name)
 RESUMES = Counter(
     "resumes",
     "Binlog streams opened, by how the start was named: position (file and offset, on the"

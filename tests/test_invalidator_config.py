@@ -67,8 +67,10 @@ def test_a_settings_error_is_one_line_and_exit_2() -> None:
 
 @pytest.mark.parametrize(("variables", "expected"), [
     ({"log_bin": "OFF"}, "log_bin is OFF, expected ON"),
-    ({"log_bin": "ON", "binlog_format": "MIXED", "binlog_row_image": "FULL"}, "binlog_format is MIXED, expected ROW"),
-    ({"log_bin": "ON", "binlog_format": "ROW", "binlog_row_image": "MINIMAL"}, "binlog_row_image is MINIMAL"),
+    ({"log_bin": "ON", "binlog_format": "MIXED", "binlog_row_image": "FULL", "binlog_row_metadata": "FULL"},
+     "binlog_format is MIXED, expected ROW"),
+    ({"log_bin": "ON", "binlog_format": "ROW", "binlog_row_image": "MINIMAL", "binlog_row_metadata": "FULL"},
+     "binlog_row_image is MINIMAL"),
     ({"log_bin": "ON", "binlog_format": "ROW", "binlog_row_image": "FULL", "version": "10.4.3"},
      "binlog_row_metadata does not exist on this server (10.4.3): it needs MySQL >= 8.0.14 or MariaDB >= 10.5"),
     ({"log_bin": "ON", "binlog_format": "ROW", "binlog_row_image": "FULL", "binlog_row_metadata": "MINIMAL"},

@@ -1,6 +1,7 @@
 """Generate deploy/prometheus/alerts_test.yml; annotations are filled from promtool's rendering."""
 import json, re, subprocess, sys, yaml
-OUT = str(__import__("pathlib").Path(__file__).resolve().parents[1] / "prometheus" / "alerts_test.yml")
+PROMETHEUS = __import__("pathlib").Path(__file__).resolve().parents[1] / "prometheus"
+OUT = str(PROMETHEUS / "alerts_test.yml")
 INV = 'job="cachetail-invalidator",instance="inv1:9101"'
 INV2 = 'job="cachetail-invalidator",instance="inv2:9101"'
 INV3 = 'job="cachetail-invalidator",instance="inv3:9101"'
@@ -73,6 +74,19 @@ T("not following: inv1 45 s behind the server's binlog end, inv2 failing attempt
   [("2m", "CachetailInvalidatorNotFollowing", []),
    ("4m", "CachetailInvalidatorNotFollowing", [a("critical", job=IJ, instance="inv1:9101"),
                                                a("critical", job=IJ, instance="inv2:9101")])])
+T("not following: inv1 stopped before a binlog event it cannot read and went past it by a full "
+  "invalidation within seconds (failures and lag stay low): fires after a minute, clears 10 minutes on; "
+  "inv2, a standby whose counter rose while it led: nothing",
+  [(f'cachetail_invalidator_unsupported_events_total{{{INV},event_type="TRANSACTION_PAYLOAD_EVENT"}}', "0 0 1x16"),
+   (f'cachetail_invalidator_unsupported_events_total{{{INV},event_type="unknown"}}', "0x18"),
+   (f"cachetail_invalidator_follow_lag_seconds{{{INV}}}", "0 0 2 0x15"),
+   (f"cachetail_invalidator_consecutive_failures{{{INV}}}", "0 0 1 0x15"),
+   (f"cachetail_invalidator_leader{{{INV}}}", "1x18"),
+   (f'cachetail_invalidator_unsupported_events_total{{{INV2},event_type="PARTIAL_UPDATE_ROWS_EVENT"}}', "0 0 1x16"),
+   (f"cachetail_invalidator_leader{{{INV2}}}", "0x18")],
+  [("1m", "CachetailInvalidatorNotFollowing", []),
+   ("4m", "CachetailInvalidatorNotFollowing", [a("critical", job=IJ, instance="inv1:9101")]),
+   ("15m", "CachetailInvalidatorNotFollowing", [])])
 T("following: lag spikes (a burst, a failover it follows within seconds), 3 failed attempts, "
   "and a standby with a frozen lag and failures: nothing",
   [(f"cachetail_invalidator_follow_lag_seconds{{{INV}}}", "0 40 0 12 0 35 0 0 0 0"),
@@ -219,7 +233,7 @@ def render(test_list):
 # Pass 1: run each test alone, collect the annotations promtool renders.
 import tempfile, os
 def run(doc):
-    with tempfile.NamedTemporaryFile("w", suffix=".yml", dir="/work/main/deploy/prometheus", delete=False) as f:
+    with tempfile.NamedTemporaryFile("w", suffix=".yml", dir=PROMETHEUS, delete=False) as f:
         yaml.safe_dump(doc, f, sort_keys=False, width=200); name = f.name
     try:
         p = subprocess.run(["promtool", "test", "rules", name], capture_output=True, text=True); p.stdout += p.stderr; return p
