@@ -148,10 +148,11 @@ ts("Following the database", "follow_lag_seconds: time since the leader last had
    0, y, unit="s", thresholds=[{"color": "green", "value": None}, {"color": "red", "value": 30}])
 panels[-1]["fieldConfig"]["overrides"] = [{"matcher": {"id": "byRegexp", "options": "^failures .*"},
                                           "properties": [{"id": "unit", "value": "short"}, {"id": "custom.axisPlacement", "value": "right"}]}]
-ts("Binlog errors, resumes and the server followed", "Per interval: failed connects and broken streams by kind, streams opened by how their start was named (position on its own server, gtid on another), and database failovers followed (source changes). The server_id followed is on the right axis.",
+ts("Binlog errors, resumes and the server followed", "Per interval: failed connects and broken streams by kind, streams opened by how their start was named (position on its own server, gtid on another), database failovers followed (source changes), and binlog events it could not read and stopped before (unreadable: a server setting such as binlog_transaction_compression). The server_id followed is on the right axis.",
    [(f'sum by (kind) (increase(cachetail_invalidator_stream_errors_total[{RI}]))', "error {{kind}}"),
     (f'sum by (how) (increase(cachetail_invalidator_resumes_total[{RI}]))', "resume by {{how}}"),
     (f'sum(increase(cachetail_invalidator_source_changes_total[{RI}]))', "source changes"),
+    (f'sum by (event_type) (increase(cachetail_invalidator_unsupported_events_total[{RI}]))', "unreadable {{event_type}}"),
     ('max by (instance) (cachetail_invalidator_source_server_id and on (job, instance) cachetail_invalidator_leader == 1)', "server_id {{instance}}")],
    12, y, unit="short", bars=True)
 panels[-1]["fieldConfig"]["overrides"] = [{"matcher": {"id": "byRegexp", "options": "^server_id .*"},
