@@ -19,6 +19,7 @@ from starlette.types import Receive, Scope, Send
 
 from api import admin, docs
 from api.cache import AfterSelect
+from api.dispatch import CachetailApp
 from api.entities import EntityEndpoint, EntityNocache
 from api.lists import ListEndpoint
 from api.errors import HANDLERS, json_error
@@ -37,7 +38,7 @@ def declared_routes(config: Config) -> list[Route]:
     out = []
     for spec in config.entities:
         endpoint = EntityEndpoint(spec)
-        out.append(Route(spec.route, endpoint, methods=["GET"], name=spec.name))
+        out.append(Route(spec.route, endpoint, methods=["GET"], name=spec.name))  # HEAD, and the fallback
         if spec.nocache_route:
             out.append(Route(spec.nocache_route, EntityNocache(endpoint).handle, methods=["GET"],
                              name=f"{spec.name}-nocache"))
@@ -86,12 +87,15 @@ def create_app(settings: ApiSettings, *, config: Config | None = None,
         finally:
             await svc.close()
 
-    return Starlette(
+    app = CachetailApp(
         routes=routes(declared),
         middleware=[Middleware(HttpMetrics)],
         exception_handlers=HANDLERS,
         lifespan=lifespan,
     )
+    app.dispatch_entities([(r.path, r.endpoint) for r in app.routes  # the hot GETs: api/dispatch.py
+                           if isinstance(r, Route) and isinstance(r.endpoint, EntityEndpoint)])
+    return app
 
 
 class _FromEnvironment:

@@ -30,7 +30,8 @@ from cachetail import keyspace
 from cachetail.gtid import GtidState
 from cachetail.keyspace import Keyspace, is_lease, is_negative, stamp, unstamp
 from cachetail.settings import CacheSettings
-from metrics.api import CACHE_FILLS, CACHE_LOOKUP_SECONDS, CACHE_LOOKUPS, FILLS_IN_FLIGHT
+from metrics.api import CACHE_FILLS, CACHE_LOOKUP_SECONDS, CACHE_LOOKUPS, FILLS_IN_FLIGHT, HOT
+from metrics.batched import Counted, Timed
 
 T = TypeVar("T")
 HIT, MISS, BYPASS, PRIMARY = "HIT", "MISS", "BYPASS", "PRIMARY"
@@ -364,13 +365,15 @@ def _token() -> bytes:
 
 
 def _count(entity: str, answer: Answer, started: float) -> None:
-    counter, histogram = _lookup_children(entity, answer.source)
+    counter, histogram = _lookup_cells(entity, answer.source)
     counter.inc()
     histogram.observe(time.perf_counter() - started)
 
 
 @functools.lru_cache(maxsize=None)
-def _lookup_children(entity: str, source: str) -> tuple[Any, Any]:
-    # Resolved once per (entity, result): labels() costs a lock and a key per call.
+def _lookup_cells(entity: str, source: str) -> tuple[Counted, Timed]:
+    # Resolved once per (entity, result): labels() costs a lock and a key per call; the
+    # updates are batched (metrics/batched.py).
     result = source.lower()
-    return CACHE_LOOKUPS.labels(entity, result), CACHE_LOOKUP_SECONDS.labels(entity, result)
+    return (HOT.counter(CACHE_LOOKUPS.labels(entity, result)),
+            HOT.histogram(CACHE_LOOKUP_SECONDS.labels(entity, result)))

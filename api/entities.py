@@ -15,7 +15,7 @@ other spelling could later find a row (``Entity.negatives``).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 from starlette.requests import Request
@@ -38,6 +38,19 @@ def _key_text(entity: Entity) -> Callable[[tuple[Any, ...]], str]:
     return entity.keys.text_from_params
 
 
+class Answered(NamedTuple):
+    """An answer to send: the status, its raw headers and the body."""
+
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+
+    @classmethod
+    def of(cls, response: Response) -> Answered:
+        """What ``response`` would send (its body rendered, its raw headers as they are)."""
+        return cls(response.status_code, list(response.raw_headers), bytes(response.body))
+
+
 class EntityEndpoint:
     def __init__(self, spec: EntitySpec) -> None:
         self.spec = spec
@@ -57,6 +70,13 @@ class EntityEndpoint:
         return entity
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """As a Starlette endpoint (HEAD, and what api/dispatch.py leaves to the router)."""
+        answered = await self.answer(scope)
+        await send({"type": "http.response.start", "status": answered.status, "headers": answered.headers})
+        await send({"type": "http.response.body", "body": answered.body})
+
+    async def answer(self, scope: Scope) -> Answered:
+        """The answer to a GET of this route; bad input raises ApiError (a 4xx JSON answer)."""
         svc: Services = scope["app"].state.services
         entity = self.resolved(svc)
         path = scope["path_params"]
@@ -82,13 +102,10 @@ class EntityEndpoint:
                                         negative_ttl_s=spec.negative_ttl_s if entity.negatives else 0,
                                         need=need)
         if answer.body is None:
-            await self.not_found(path, headers(answer))(scope, receive, send)
-            return
+            return Answered.of(self.not_found(path, headers(answer)))
         extra = [(b"content-location", canonical[0].encode())] if canonical else []
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [*raw_headers(answer.source, answer.tier), *extra,
-                                (b"content-length", b"%d" % len(answer.body))]})
-        await send({"type": "http.response.body", "body": answer.body})
+        return Answered(200, [*raw_headers(answer.source, answer.tier), *extra,
+                              (b"content-length", b"%d" % len(answer.body))], answer.body)
 
     def not_found(self, path: dict[str, str], extra: dict[str, str] | None = None) -> Response:
         which = ", ".join(f"{p} {path[p][:40]}" for p in self.params)

@@ -23,7 +23,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from metrics.api import HTTP_REQUEST_SECONDS, HTTP_REQUESTS
+from metrics.api import HOT, HTTP_REQUEST_SECONDS, HTTP_REQUESTS
+from metrics.batched import Counted, Timed
 
 _LIVE_GAUGE_FILE = re.compile(r"^gauge_live[a-z]+_(\d+)\.db$")
 
@@ -55,9 +56,12 @@ def forget_dead_workers(path: str) -> list[int]:
 
 
 def registry() -> CollectorRegistry:
+    """What this host's figures are read from: this process's registry, or in multiprocess mode
+    every worker's files (this worker's pending hot-path updates written first)."""
     path = multiproc_dir()
     if path is None:
         return REGISTRY
+    HOT.flush()
     forget_dead_workers(path)
     collected = CollectorRegistry()
     multiprocess.MultiProcessCollector(collected, path=path)  # type: ignore[no-untyped-call]
@@ -132,17 +136,22 @@ class HttpMetrics:
             await self.app(scope, receive, send_status)
         finally:
             route = getattr(scope.get("route"), "path", None) or "unmatched"
-            method = scope["method"] if scope["method"] in _METHODS else "other"
-            counter, histogram = _children(route, method, status)
-            counter.inc()
-            histogram.observe(time.perf_counter() - started)
+            count_request(route, scope["method"], status, time.perf_counter() - started)
+
+
+def count_request(route: str, method: str, status: int, seconds: float) -> None:
+    """One request in cachetail_http_requests_total and its duration (batched: metrics/batched.py)."""
+    counter, histogram = _cells(route, method if method in _METHODS else "other", status)
+    counter.inc()
+    histogram.observe(seconds)
 
 
 @functools.lru_cache(maxsize=1024)
-def _children(route: str, method: str, status: int) -> tuple[Any, Any]:
+def _cells(route: str, method: str, status: int) -> tuple[Counted, Timed]:
     # labels() takes a lock and builds its key on every call; the label sets are
     # few and bounded, so resolve each once (a measurable share of a cache hit).
-    return HTTP_REQUESTS.labels(route, method, str(status)), HTTP_REQUEST_SECONDS.labels(route, method)
+    return (HOT.counter(HTTP_REQUESTS.labels(route, method, str(status))),
+            HOT.histogram(HTTP_REQUEST_SECONDS.labels(route, method)))
 
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})

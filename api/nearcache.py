@@ -34,6 +34,7 @@ from collections.abc import Callable, Sequence
 
 from cachetail.keyspace import LEASE
 from metrics.api import (
+    HOT,
     NEARCACHE_BYTES,
     NEARCACHE_ENTRIES,
     NEARCACHE_EVICTIONS,
@@ -89,7 +90,7 @@ class NearCache:
         self._pending: dict[str, _Pending] = {}
         self._bytes = 0
         self._epoch = 0
-        self._hit, self._miss, self._bypass = (NEARCACHE_LOOKUPS.labels(r)
+        self._hit, self._miss, self._bypass = (HOT.counter(NEARCACHE_LOOKUPS.labels(r))
                                                for r in ("hit", "miss", "bypass"))
         self._stored, self._raced, self._too_large = (NEARCACHE_FILLS.labels(r)
                                                       for r in ("stored", "invalidated", "too_large"))

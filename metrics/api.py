@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 
 from metrics import LATENCY_BUCKETS_S
+from metrics.batched import Batch, FlushFirst
 
 NAMESPACE = "cachetail"
+
+# The hot path's updates are batched (metrics/batched.py); this collector, registered before
+# every metric below, flushes them first, so a collection never misses one.
+HOT = Batch()
+REGISTRY.register(FlushFirst(HOT))
 
 CACHE_LOOKUPS = Counter(
     "cache_lookups",
