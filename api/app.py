@@ -70,7 +70,7 @@ def create_app(settings: ApiSettings, *, config: Config | None = None,
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         svc = Services.build(settings, declared, after_select)
-        app.state.services = svc
+        app.state.services = app.services = svc  # the attribute for the hot path (api/dispatch.py)
         log.info("cachetail API: MySQL %s:%s as %s, Redis %s%s:%s%s", settings.mysql.host,
                  settings.mysql.port, settings.mysql.user,
                  "Cluster " if settings.redis.cluster else "", settings.redis.host,

@@ -25,7 +25,7 @@ from api.db import REPLICA, Source, primary
 from api.freshness import AppliedWatch, Freshness
 from api.lean import HotReads
 from api.nearcache import NearCache
-from api.redisconn import Guard, RedisUnavailable
+from api.redisconn import REDIS_FAILURES, Guard, RedisUnavailable
 from cachetail import keyspace
 from cachetail.gtid import GtidState
 from cachetail.keyspace import Keyspace, is_lease, is_negative, stamp, unstamp
@@ -101,12 +101,26 @@ class Cache:
         if need is not None:
             answer = await self._needing(need, near, lambda: self._entity(
                 name, key, load, near, ttl_s, negative_ttl_s, need), _body(load))
-        else:
-            value = None if self._near is None or not near else self._near.get(key)
+        elif near and self._near is not None:
+            value = self._near.get(key)
             if value is not None:  # the hot path: nothing to await
                 answer = Answer(None if is_negative(value) else value, HIT, NEAR)
             else:
                 answer = await self._entity(name, key, load, near, ttl_s, negative_ttl_s, None)
+        elif self._lean is not None and not self._guard.breaker.is_open:
+            # the hot read without a near-cache: its GET awaited here, no coroutine of its own
+            try:
+                value = await self._lean.get(key)
+            except REDIS_FAILURES as exc:
+                self._guard.failed("get", exc)
+                answer = await self._bypass(key, load, None)
+            else:
+                if value is not None and not is_lease(value):
+                    answer = Answer(None if is_negative(value) else value, HIT, REDIS)
+                else:
+                    answer = await self._miss(name, key, load, ttl_s, negative_ttl_s, None)
+        else:
+            answer = await self._entity(name, key, load, near, ttl_s, negative_ttl_s, None)
         _count(name, answer, started)
         return answer
 
@@ -120,13 +134,22 @@ class Cache:
             value = await self._guard.run("get", lambda: self._tracked_get(key, near),
                                           bounded=self._hot_bounded)
         except RedisUnavailable:
-            body = _body(load)
-            return Answer(await self._shared(("bypass", key, need), lambda: body(self._unleased(need))), BYPASS)
+            return await self._bypass(key, load, need)
         if value is not None and not is_lease(value):
             return Answer(None if is_negative(value) else value, HIT, REDIS)
+        return await self._miss(name, key, load, ttl_s, negative_ttl_s, need)
+
+    def _miss(self, name: str, key: str, load: EntityLoader, ttl_s: int, negative_ttl_s: int,
+              need: GtidState | None) -> Awaitable[Answer]:
+        """No value in Redis: the fill's answer (one fill per key and worker at a time)."""
         # a fill for a Cachetail-Min-GTID shares no flight begun before that state was applied
         flight = key if need is None else (key, need)
-        return await self._shared(flight, lambda: self._fill_entity(name, key, load, ttl_s, negative_ttl_s, need))
+        return self._shared(flight, lambda: self._fill_entity(name, key, load, ttl_s, negative_ttl_s, need))
+
+    async def _bypass(self, key: str, load: EntityLoader, need: GtidState | None) -> Answer:
+        """Redis unavailable: read MySQL, store nothing (concurrent bypasses of a key share it)."""
+        body = _body(load)
+        return Answer(await self._shared(("bypass", key, need), lambda: body(self._unleased(need))), BYPASS)
 
     async def _needing(self, need: GtidState, near: bool, answer: Callable[[], Awaitable[Answer]],
                        body: Callable[[Source], Awaitable[bytes | None]]) -> Answer:
@@ -365,15 +388,18 @@ def _token() -> bytes:
 
 
 def _count(entity: str, answer: Answer, started: float) -> None:
-    counter, histogram = _lookup_cells(entity, answer.source)
-    counter.inc()
-    histogram.observe(time.perf_counter() - started)
+    cells = _LOOKUP_CELLS.get((entity, answer.source)) or _lookup_cells(entity, answer.source)
+    cells[0].inc()
+    cells[1].observe(time.perf_counter() - started)
 
 
-@functools.lru_cache(maxsize=None)
+# Resolved once per (entity, result): labels() costs a lock and a key per call; the updates
+# are batched (metrics/batched.py).
+_LOOKUP_CELLS: dict[tuple[str, str], tuple[Counted, Timed]] = {}
+
+
 def _lookup_cells(entity: str, source: str) -> tuple[Counted, Timed]:
-    # Resolved once per (entity, result): labels() costs a lock and a key per call; the
-    # updates are batched (metrics/batched.py).
     result = source.lower()
-    return (HOT.counter(CACHE_LOOKUPS.labels(entity, result)),
-            HOT.histogram(CACHE_LOOKUP_SECONDS.labels(entity, result)))
+    cells = _LOOKUP_CELLS[(entity, source)] = (HOT.counter(CACHE_LOOKUPS.labels(entity, result)),
+                                                HOT.histogram(CACHE_LOOKUP_SECONDS.labels(entity, result)))
+    return cells

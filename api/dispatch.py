@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -26,18 +25,36 @@ from api.db import DatabaseUnavailable
 from api.entities import Answered, EntityEndpoint
 from api.errors import ApiError, on_api_error, on_database_unavailable, on_unexpected
 from api.metrics_endpoint import count_request
+from api.services import Services
 
 log = logging.getLogger("api")
 
 
-@dataclass(frozen=True)
 class _Shape:
     """One entity route: its segments, ``None`` where a parameter stands."""
 
-    template: str
-    segments: tuple[str | None, ...]
-    params: tuple[tuple[int, str], ...]  # (segment index, parameter name)
-    endpoint: EntityEndpoint
+    __slots__ = ("template", "segments", "params", "endpoint", "fixed")
+
+    def __init__(self, template: str, segments: tuple[str | None, ...], params: tuple[tuple[int, str], ...],
+                 endpoint: EntityEndpoint) -> None:
+        self.template = template
+        self.segments = segments
+        self.params = params  # (segment index, parameter name)
+        self.endpoint = endpoint
+        # the static segments after the first (the first is the index's key)
+        self.fixed = tuple((i, s) for i, s in enumerate(segments) if s is not None and i > 0)
+
+    def match(self, parts: list[str]) -> dict[str, str] | None:
+        """The path parameters when ``parts`` (as many as the segments) fit this route."""
+        for i, s in self.fixed:
+            if parts[i] != s:
+                return None
+        params = {}
+        for i, name in self.params:
+            if not parts[i]:
+                return None
+            params[name] = parts[i]
+        return params
 
 
 def shape(template: str, endpoint: EntityEndpoint) -> _Shape | None:
@@ -61,6 +78,7 @@ class CachetailApp(Starlette):
     """Starlette, with the declared entity routes answered without its router (see above)."""
 
     fast: dict[tuple[int, str | None], tuple[_Shape, ...]] = {}
+    services: Services  # set by the lifespan, with app.state.services
 
     def dispatch_entities(self, routes: Sequence[tuple[str, EntityEndpoint]]) -> None:
         """Index the entity routes by segment count and first segment."""
@@ -75,10 +93,10 @@ class CachetailApp(Starlette):
         if scope["type"] == "http" and scope["method"] == "GET" and not scope.get("root_path"):
             parts = scope["path"][1:].split("/")
             for candidate in self.fast.get((len(parts), parts[0]), ()) or self.fast.get((len(parts), None), ()):
-                if all(s is None or s == p for s, p in zip(candidate.segments, parts)) and all(
-                        parts[i] for i, _ in candidate.params):
+                params = candidate.match(parts)
+                if params is not None:
                     scope["app"] = self
-                    scope["path_params"] = {name: parts[i] for i, name in candidate.params}
+                    scope["path_params"] = params
                     await self._answer(candidate, scope, receive, send)
                     return
         await super().__call__(scope, receive, send)

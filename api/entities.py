@@ -27,6 +27,7 @@ from api.errors import json_error
 from api.freshness import min_gtid
 from api.reads import JSON, check_query, headers, parse, raw_headers
 from api.services import Services
+from cachetail.codec import BadKey
 from cachetail.config import EntitySpec
 from cachetail.schema import Entity
 
@@ -60,6 +61,8 @@ class EntityEndpoint:
         self._text: Callable[[tuple[Any, ...]], str] | None = None
         self._entity: Entity | None = None
         self._catalog: object = None
+        self._key_prefix = ""
+        self._one: tuple[Callable[[str, str], Any], str] | None = None  # one key column: its parser
 
     def resolved(self, svc: Services) -> Entity:
         entity = self._entity
@@ -67,7 +70,20 @@ class EntityEndpoint:
             entity = self._entity = svc.entity(self.name)
             self._catalog = svc.catalog
             self._text = _key_text(entity)
+            self._key_prefix = svc.keys.row(self.spec.key_tag, "")[:-1]  # the key: prefix + text + "}"
+            keys = entity.keys
+            self._one = (keys.parsers[0], self.params[0]) if len(keys.columns) == 1 else None
         return entity
+
+    def values(self, entity: Entity, path: dict[str, str]) -> tuple[Any, ...]:
+        """The key's typed values from the path parameters; a 400 (ApiError) for bad ones."""
+        one = self._one
+        if one is not None:
+            try:
+                return (one[0](one[1], path[one[1]]),)
+            except BadKey:
+                pass  # the message is made below
+        return parse(entity.keys, [path[p] for p in self.params], self.subject)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """As a Starlette endpoint (HEAD, and what api/dispatch.py leaves to the router)."""
@@ -77,14 +93,14 @@ class EntityEndpoint:
 
     async def answer(self, scope: Scope) -> Answered:
         """The answer to a GET of this route; bad input raises ApiError (a 4xx JSON answer)."""
-        svc: Services = scope["app"].state.services
+        svc: Services = scope["app"].services
         entity = self.resolved(svc)
         path = scope["path_params"]
-        values = parse(entity.keys, [path[p] for p in self.params], self.subject)
+        values = self.values(entity, path)
         if scope["query_string"]:
             check_query(Request(scope))
         assert self._text is not None
-        key = svc.keys.row(self.spec.key_tag, self._text(values))
+        key = self._key_prefix + self._text(values) + "}"
         canonical: list[str] = []
         need = min_gtid(scope["headers"], svc.fresh)
 
@@ -130,8 +146,7 @@ class EntityNocache:
     async def handle(self, request: Request) -> Response:
         svc: Services = request.app.state.services
         entity = self.endpoint.resolved(svc)
-        values = parse(entity.keys, [request.path_params[p] for p in self.endpoint.params],
-                       self.endpoint.subject)
+        values = self.endpoint.values(entity, request.path_params)
         check_query(request)
         need = min_gtid(request.scope["headers"], svc.fresh)
         row = await svc.db.entity_row(entity, values, svc.fresh.unleased(need))

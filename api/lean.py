@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, cast
 
 import hiredis
@@ -265,7 +265,7 @@ def _handshake(settings: RedisSettings, resp3: bool) -> tuple[bytes, ...]:
 class HotReads(Protocol):
     """What the cache reads through: :class:`LeanRedis`, or on a cluster ``ClusterLean``."""
 
-    async def get(self, key: str) -> bytes | None: ...
+    def get(self, key: str) -> Awaitable[bytes | None]: ...
 
     async def get_with_pttl(self, key: str) -> tuple[bytes | None, int]: ...
 
@@ -292,10 +292,17 @@ class LeanRedis:
         self._connecting: asyncio.Task[RespConnection] | None = None
         self._closed = False
 
-    async def get(self, key: str) -> bytes | None:
+    def get(self, key: str) -> Awaitable[bytes | None]:
+        """GET ``key``: the reply's future itself while the connection is open (the hot
+        read's way: no coroutine of its own), else a coroutine that connects first."""
         conn = self._conn
         if conn is None or not conn.is_open:
-            conn = await self.connect()
+            return self._get_connecting(key)
+        raw = key.encode()
+        return conn.call(_GET % (len(raw), raw))
+
+    async def _get_connecting(self, key: str) -> bytes | None:
+        conn = await self.connect()
         raw = key.encode()
         result: bytes | None = await conn.call(_GET % (len(raw), raw))
         return result

@@ -9,7 +9,6 @@ worker's in-flight fills would be counted forever.
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 import time
@@ -141,17 +140,22 @@ class HttpMetrics:
 
 def count_request(route: str, method: str, status: int, seconds: float) -> None:
     """One request in cachetail_http_requests_total and its duration (batched: metrics/batched.py)."""
-    counter, histogram = _cells(route, method if method in _METHODS else "other", status)
-    counter.inc()
-    histogram.observe(seconds)
+    if method not in _METHODS:
+        method = "other"  # a client's method is no label: the set stays bounded
+    cells = _CELLS.get((route, method, status)) or _cells(route, method, status)
+    cells[0].inc()
+    cells[1].observe(seconds)
 
 
-@functools.lru_cache(maxsize=1024)
+# labels() takes a lock and builds its key on every call; the label sets are few and
+# bounded (route templates, methods, statuses), so each is resolved once.
+_CELLS: dict[tuple[str, str, int], tuple[Counted, Timed]] = {}
+
+
 def _cells(route: str, method: str, status: int) -> tuple[Counted, Timed]:
-    # labels() takes a lock and builds its key on every call; the label sets are
-    # few and bounded, so resolve each once (a measurable share of a cache hit).
-    return (HOT.counter(HTTP_REQUESTS.labels(route, method, str(status))),
-            HOT.histogram(HTTP_REQUEST_SECONDS.labels(route, method)))
+    cells = _CELLS[(route, method, status)] = (HOT.counter(HTTP_REQUESTS.labels(route, method, str(status))),
+                                               HOT.histogram(HTTP_REQUEST_SECONDS.labels(route, method)))
+    return cells
 
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})

@@ -32,6 +32,10 @@ _LOG_EVERY_S = 10.0
 _POOL_EXHAUSTED = "No connection available."
 
 
+# What a failed Redis call raises (redis-py's errors, a socket's, a timeout).
+REDIS_FAILURES = (RedisError, OSError, asyncio.TimeoutError)
+
+
 class RedisUnavailable(Exception):
     """A Redis call failed, timed out or was skipped by the open breaker."""
 
@@ -104,8 +108,7 @@ class Guard:
     async def run(self, operation: str, call: Callable[[], Awaitable[T]], *,
                   probe: bool = False, bounded: bool = True) -> T:
         if self.breaker.is_open and not probe:
-            REDIS_SKIPPED.labels(operation).inc()
-            raise RedisUnavailable(operation, "CircuitOpen")
+            raise self.skipped(operation)
         if self._slots is None or not bounded:
             return await self._call(operation, call, probe)
         if self._slots.locked():
@@ -121,19 +124,28 @@ class Guard:
         finally:
             self._slots.release()
 
+    def skipped(self, operation: str) -> RedisUnavailable:
+        """The breaker is open: count the call skipped; what to raise."""
+        REDIS_SKIPPED.labels(operation).inc()
+        return RedisUnavailable(operation, "CircuitOpen")
+
     async def _call(self, operation: str, call: Callable[[], Awaitable[T]], probe: bool) -> T:
         try:
             result = await call()
-        except (RedisError, OSError, asyncio.TimeoutError) as exc:
-            REDIS_ERRORS.labels(operation).inc()
-            if _is_outage(exc):
-                self.breaker.trip()
-            self._log(operation, exc)
-            raise RedisUnavailable(operation, type(exc).__name__) from None
+        except REDIS_FAILURES as exc:
+            raise self.failed(operation, exc) from None
         if probe and self.breaker.is_open:
             self.breaker.reset()
             log.warning("Redis answers again; the breaker is closed")
         return result
+
+    def failed(self, operation: str, exc: BaseException) -> RedisUnavailable:
+        """Count, trip the breaker on an outage, log (once per interval): what to raise."""
+        REDIS_ERRORS.labels(operation).inc()
+        if _is_outage(exc):
+            self.breaker.trip()
+        self._log(operation, exc)
+        return RedisUnavailable(operation, type(exc).__name__)
 
     def _log(self, operation: str, exc: BaseException) -> None:
         # An outage fails every request: one line per interval, not one per request.
