@@ -23,12 +23,13 @@ from redis.asyncio import Redis, RedisCluster
 
 from api.db import REPLICA, Source, primary
 from api.freshness import AppliedWatch, Freshness
-from api.lean import HotReads
+from api.lean import HotReads, Script, run_script
 from api.nearcache import NearCache
 from api.redisconn import REDIS_FAILURES, Guard, RedisUnavailable
 from cachetail import keyspace
 from cachetail.gtid import GtidState
-from cachetail.keyspace import Keyspace, is_lease, is_negative, stamp, unstamp
+from cachetail.keyspace import (CAS_STORE, ENTITY_LEASE, LEASE_RELEASE, LIST_CAS_STORE, LIST_LEASE, Keyspace,
+                                is_lease, is_negative, stamp, unstamp)
 from cachetail.settings import CacheSettings
 from metrics.api import CACHE_FILLS, CACHE_LOOKUP_SECONDS, CACHE_LOOKUPS, FILLS_IN_FLIGHT, HOT
 from metrics.batched import Counted, Timed
@@ -82,11 +83,9 @@ class Cache:
         self._lease_ms = settings.lease_ms
         self._wait_s = settings.lease_wait_ms / 1000
         self._after_select = after_select
-        self._cas = client.register_script(keyspace.CAS_STORE)
-        self._entity_lease = client.register_script(keyspace.ENTITY_LEASE)
-        self._release = client.register_script(keyspace.LEASE_RELEASE)
-        self._list_lease = client.register_script(keyspace.LIST_LEASE)
-        self._list_cas = client.register_script(keyspace.LIST_CAS_STORE)
+        # fills' commands go where the hot reads go (pipelined, hiredis) when there is a lean
+        # connection; through redis-py otherwise
+        self._scripts = {text: client.register_script(text) for text in _SCRIPTS}
         self._flights: dict[Hashable, asyncio.Future[Any]] = {}
 
     # --------------------------------------------------------------- entities
@@ -193,7 +192,8 @@ class Cache:
                            negative_ttl_s: int, need: GtidState | None) -> Answer:
         token = _token()
         try:
-            source = await self._guard.run("lease", lambda: self._lease_entity(key, token, need))
+            source = await self._guard.run("lease", lambda: self._lease_entity(key, token, need),
+                                           bounded=self._hot_bounded)
         except RedisUnavailable:
             return Answer(await _body(load)(self._unleased(need)), BYPASS)
         if source is None:
@@ -205,7 +205,7 @@ class Cache:
                 CACHE_FILLS.labels(name, "uncached").inc()
                 return Answer(body, MISS)
             value, ttl = (keyspace.NEGATIVE, negative_ttl_s) if body is None else (body, ttl_s)
-            await self._store(name, lambda: self._cas(keys=[key], args=[token, value, ttl]))
+            await self._store(name, lambda: self._script(CAS_STORE, [key], [token, value, ttl]))
         return Answer(body, MISS)
 
     async def _lease_entity(self, key: str, token: bytes, need: GtidState | None) -> Source | None:
@@ -213,9 +213,11 @@ class Cache:
         where the fill reads: with a replica, as the watermarks read with the lease say."""
         fresh = self._fresh
         if fresh is None or not fresh.separate:
-            taken = await self._redis.set(key, token, nx=True, px=self._lease_ms)
+            taken = await (self._lean.command(key, "SET", key, token, "NX", "PX", self._lease_ms)
+                           if self._lean is not None else
+                           self._redis.set(key, token, nx=True, px=self._lease_ms))
             return Source(wait=need) if taken else None
-        reply = await self._entity_lease(keys=[key, *fresh.watermarks(key)], args=[token, self._lease_ms])
+        reply = await self._script(ENTITY_LEASE, [key, *fresh.watermarks(key)], [token, self._lease_ms])
         if reply[0] != 1:
             return None
         return fresh.for_fill(reply[1], reply[2:], need)
@@ -260,8 +262,8 @@ class Cache:
         fresh = self._fresh
         marks = fresh.watermarks(gen_key) if fresh is not None and fresh.separate else []
         try:
-            reply = await self._guard.run("lease", lambda: self._list_lease(
-                keys=[gen_key, key, *marks], args=[token, self._lease_ms]))
+            reply = await self._guard.run("lease", lambda: self._script(
+                LIST_LEASE, [gen_key, key, *marks], [token, self._lease_ms]), bounded=self._hot_bounded)
         except RedisUnavailable:
             return Answer(await load(self._unleased(need)), BYPASS)
         state, payload = reply[0], reply[1]
@@ -274,8 +276,8 @@ class Cache:
         with FILLS_IN_FLIGHT.labels(name).track_inprogress():
             body = await self._load_holding(key, token, lambda: load(source))
             value = stamp(int(payload), body)
-            await self._store(name, lambda: self._list_cas(
-                keys=[gen_key, key], args=[token, payload, value, ttl_s]))
+            await self._store(name, lambda: self._script(
+                LIST_CAS_STORE, [gen_key, key], [token, payload, value, ttl_s]))
         return Answer(body, MISS)
 
     async def _read_list(self, gen_key: str, key: str) -> tuple[str, bytes | None]:
@@ -290,6 +292,12 @@ class Cache:
         return (ABSENT, None) if body is None else (FOUND, body)
 
     # ----------------------------------------------------------------- common
+
+    def _script(self, text: str, keys: list[str], args: list[Any]) -> Awaitable[Any]:
+        """One of the fills' scripts (cachetail/keyspace.py), on one slot's keys."""
+        if self._lean is not None:
+            return run_script(self._lean, _LEAN_SCRIPTS[text], keys, args)
+        return self._scripts[text](keys=keys, args=args)  # type: ignore[no-any-return]
 
     async def _get(self, key: str) -> bytes | None:
         if self._lean is not None:
@@ -318,13 +326,13 @@ class Cache:
         """Release our lease (only while the key still holds it), so waiters stop waiting."""
         try:
             await asyncio.shield(self._guard.run(
-                "release", lambda: self._release(keys=[key], args=[token])))
+                "release", lambda: self._script(LEASE_RELEASE, [key], [token]), bounded=self._hot_bounded))
         except (RedisUnavailable, asyncio.CancelledError):
             pass
 
     async def _store(self, entity: str, cas: Callable[[], Awaitable[Any]]) -> None:
         try:
-            stored = await self._guard.run("store", cas)
+            stored = await self._guard.run("store", cas, bounded=self._hot_bounded)
         except RedisUnavailable:
             CACHE_FILLS.labels(entity, "uncached").inc()
             return
@@ -373,6 +381,10 @@ class Cache:
             del self._flights[flight]
         if not task.cancelled():
             task.exception()  # retrieved: every waiter may have gone
+
+
+_SCRIPTS = (CAS_STORE, ENTITY_LEASE, LEASE_RELEASE, LIST_LEASE, LIST_CAS_STORE)
+_LEAN_SCRIPTS = {text: Script.of(text) for text in _SCRIPTS}
 
 
 def _body(load: EntityLoader) -> Callable[[Source], Awaitable[bytes | None]]:

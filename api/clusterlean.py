@@ -110,6 +110,19 @@ class ClusterLean:
             self.refresh_soon()
             raise
 
+    async def command(self, key: str, *args: bytes | str | int) -> Any:
+        """One command on the primary of ``key``'s slot (MOVED and ASK followed)."""
+        payload = pack(*args)
+        raw = key.encode()
+        try:
+            conn = self._ready(raw) or await self._connection(raw)
+            return await conn.call(payload)
+        except ResponseError as exc:
+            return (await self._redirected(exc, (payload,)))[0]
+        except _FAILOVER_ERRORS:
+            self.refresh_soon()
+            raise
+
     def _ready(self, raw_key: bytes) -> RespConnection | None:
         """The open connection to the key's primary, when a read needs no await to get it."""
         by_slot = self._by_slot

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import hashlib
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 import hiredis
@@ -262,10 +264,36 @@ def _handshake(settings: RedisSettings, resp3: bool) -> tuple[bytes, ...]:
     return tuple(commands)
 
 
+@dataclass(frozen=True)
+class Script:
+    """A Lua script as the lean connections run it: EVALSHA, and EVAL once after a NOSCRIPT."""
+
+    text: str
+    sha: str
+
+    @classmethod
+    def of(cls, text: str) -> Script:
+        return cls(text, hashlib.sha1(text.encode()).hexdigest())  # noqa: S324 - Redis names scripts so
+
+
+async def run_script(reads: HotReads, script: Script, keys: Sequence[str], args: Sequence[bytes | str | int]
+                     ) -> Any:
+    """``script`` on ``keys`` (one slot) over a lean connection."""
+    try:
+        return await reads.command(keys[0], "EVALSHA", script.sha, len(keys), *keys, *args)
+    except ResponseError as exc:
+        if not str(exc).startswith("NOSCRIPT"):
+            raise
+        return await reads.command(keys[0], "EVAL", script.text, len(keys), *keys, *args)
+
+
 class HotReads(Protocol):
     """What the cache reads through: :class:`LeanRedis`, or on a cluster ``ClusterLean``."""
 
     def get(self, key: str) -> Awaitable[bytes | None]: ...
+
+    def command(self, key: str, *args: bytes | str | int) -> Awaitable[Any]:
+        """One command, sent where ``key`` lives."""
 
     async def get_with_pttl(self, key: str) -> tuple[bytes | None, int]: ...
 
@@ -300,6 +328,18 @@ class LeanRedis:
             return self._get_connecting(key)
         raw = key.encode()
         return conn.call(_GET % (len(raw), raw))
+
+    def command(self, key: str, *args: bytes | str | int) -> Awaitable[Any]:
+        """One command (a lease, a compare-and-set store): its reply's future while the
+        connection is open; pipelined with the others, as the reads are."""
+        conn = self._conn
+        if conn is None or not conn.is_open:
+            return self._command_connecting(pack(*args))
+        return conn.call(pack(*args))
+
+    async def _command_connecting(self, payload: bytes) -> Any:
+        conn = await self.connect()
+        return await conn.call(payload)
 
     async def _get_connecting(self, key: str) -> bytes | None:
         conn = await self.connect()

@@ -371,7 +371,7 @@ class KeyCodec:
         self.params = tuple(params) if params is not None else self.names
         if len(self.params) != len(self.columns):
             raise CodecError(f"{len(self.params)} path parameters for {len(self.columns)} key columns")
-        self._parsers = tuple(_parser(c) for c in key_columns)
+        self.parsers = self._parsers = tuple(_parser(c) for c in key_columns)
         self._texters = tuple(_texter(c) for c in key_columns)
         self._negatives = all(negatives_safe(c) for c in key_columns)
 

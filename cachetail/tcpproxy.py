@@ -22,8 +22,9 @@ Backend = tuple[str, int]
 
 class TcpProxy:
     def __init__(self, backend: Backend | None, port: int | None = None, delay_s: float = 0.0) -> None:
-        """``delay_s``: what the backend sends reaches the client this much later (a replica
-        behind a proxy to its primary lags by it, whatever the write rate)."""
+        """``delay_s``: what either side sends reaches the other this much later (a replica
+        behind a proxy to its primary lags by it, whatever the write rate; a Redis behind it
+        is that much further away each way)."""
         self.backend = backend
         self.delay_s = delay_s
         self.port = port or free_port()
@@ -89,7 +90,7 @@ class TcpProxy:
                     upstream.close()
                     continue
                 self._open |= {client, upstream}
-            for src, dst, delay in ((client, upstream, 0.0), (upstream, client, self.delay_s)):
+            for src, dst, delay in ((client, upstream, self.delay_s), (upstream, client, self.delay_s)):
                 threading.Thread(target=self._pump, args=(src, dst, delay), daemon=True).start()
 
     def _pump(self, src: socket.socket, dst: socket.socket, delay_s: float = 0.0) -> None:

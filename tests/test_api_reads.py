@@ -112,6 +112,23 @@ async def test_concurrent_cold_reads_cost_one_select(stack, redis_client, path) 
     assert delta() == [1, 1, 0, 0]
 
 
+async def test_fills_survive_a_flushed_script_cache(stack, redis_client) -> None:
+    """As after a Redis restart or failover: the fills' EVALSHAs meet NOSCRIPT, run the
+    script once by EVAL, and every later fill finds it loaded again."""
+    async with running(stack.api_env()) as (_, client):
+        assert (await client.get("/user/31")).headers["x-cache"] == "MISS"  # the scripts loaded
+        redis_client.script_flush()
+        delta = Delta(fills("user", "stored"), fills("products", "stored"))
+        first = [await client.get(path) for path in ("/user/32", "/products")]
+        second = [await client.get(path) for path in ("/user/32", "/products")]
+        third = await client.get("/user/33")
+    assert [r.headers["x-cache"] for r in first] == ["MISS", "MISS"]
+    assert [r.headers["x-cache"] for r in second] == ["HIT", "HIT"]
+    assert third.headers["x-cache"] == "MISS"
+    assert delta() == [2, 1]
+    assert redis_client.get(KEYS.user(32)) == second[0].content
+
+
 async def test_stale_user_fill_is_not_stored(stack, redis_client, db) -> None:
     """A write and its invalidation between the fill's SELECT and its store."""
     key = KEYS.user(123)
