@@ -240,7 +240,12 @@ def _pool(settings: MySQLSettings, size: int, **extra: Any) -> PooledDB:
         maxcached=size,
         maxconnections=size,
         blocking=True,
-        ping=1,  # check a connection when it leaves the pool, so a restarted server heals
+        # One round trip a query.  No PING as a connection leaves the pool: a dead one fails
+        # its query, and DBUtils reconnects and runs it again (SteadyDB's "tough" cursor,
+        # outside transactions; these are all single SELECTs).  No ROLLBACK as it goes back:
+        # the connections are autocommit, and no query here opens a transaction.
+        ping=0,
+        reset=False,
         cursorclass=pymysql.cursors.DictCursor,
         **settings.pymysql_kwargs(),
         **extra,

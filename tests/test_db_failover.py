@@ -231,3 +231,24 @@ async def test_the_api_answers_from_the_new_primary_without_a_restart(
     assert [r.status_code for r in after] == [200] * 8
     assert {r.json()["full_name"] for r in after} == {"written on B"}
 
+
+
+@pytest.mark.anyio
+async def test_a_read_is_one_round_trip_to_mysql(stack: Stack, redis_client, anyio_backend) -> None:
+    """No PING as a pooled connection is taken, no ROLLBACK as it goes back (autocommit
+    connections, single SELECTs): the pool heals a cut connection by retrying its query
+    (the test above), so a read costs MySQL one command, and a miss one thread's round trip."""
+    def counters() -> dict[str, int]:
+        rows = stack.mariadb.query("SHOW GLOBAL STATUS WHERE Variable_name IN"
+                                   " ('Com_select', 'Com_rollback', 'Com_admin_commands')")
+        return {name: int(value) for name, value in rows}
+
+    async with running(stack.api_env()) as (_, client):
+        await asyncio.gather(*(client.get(f"/user/{i}/nocache") for i in range(1, 9)))  # the pool opened
+        before = await anyio.to_thread.run_sync(counters)
+        answers = [await client.get(f"/user/{i}{suffix}") for i in range(20, 40) for suffix in ("", "/nocache")]
+        after = await anyio.to_thread.run_sync(counters)
+    assert {r.status_code for r in answers} == {200}
+    delta = {name: after[name] - before[name] for name in after}
+    assert delta["Com_rollback"] == 0 and delta["Com_admin_commands"] == 0, delta
+    assert delta["Com_select"] >= 40, delta
