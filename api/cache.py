@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
+import os
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Hashable
@@ -198,11 +200,11 @@ class Cache:
             return Answer(await _body(load)(self._unleased(need)), BYPASS)
         if source is None:
             return await self._wait(name, key, _body(load), self._read_entity)
-        with FILLS_IN_FLIGHT.labels(name).track_inprogress():
+        with _in_flight(name):
             body, storable = await self._load_holding(key, token, lambda: load(source))
             if not storable or (body is None and negative_ttl_s <= 0):
                 await self._give_back(key, token)
-                CACHE_FILLS.labels(name, "uncached").inc()
+                _filled(name, "uncached")
                 return Answer(body, MISS)
             value, ttl = (keyspace.NEGATIVE, negative_ttl_s) if body is None else (body, ttl_s)
             await self._store(name, lambda: self._script(CAS_STORE, [key], [token, value, ttl]))
@@ -268,12 +270,12 @@ class Cache:
             return Answer(await load(self._unleased(need)), BYPASS)
         state, payload = reply[0], reply[1]
         if state == 2:  # another fill stored it since our read
-            CACHE_FILLS.labels(name, "waited").inc()
+            _filled(name, "waited")
             return Answer(payload[payload.index(b"\n") + 1:], MISS)
         if state == 0:
             return await self._wait(name, key, load, functools.partial(self._read_list, gen_key))
         source = fresh.for_fill(reply[2], reply[3:], need) if marks and fresh is not None else Source(wait=need)
-        with FILLS_IN_FLIGHT.labels(name).track_inprogress():
+        with _in_flight(name):
             body = await self._load_holding(key, token, lambda: load(source))
             value = stamp(int(payload), body)
             await self._store(name, lambda: self._script(
@@ -334,11 +336,11 @@ class Cache:
         try:
             stored = await self._guard.run("store", cas, bounded=self._hot_bounded)
         except RedisUnavailable:
-            CACHE_FILLS.labels(entity, "uncached").inc()
+            _filled(entity, "uncached")
             return
         # A lost compare-and-set: an invalidation replaced or removed our lease
         # after the SELECT, so what we read may be stale; answer it, never store it.
-        CACHE_FILLS.labels(entity, "stored" if stored == 1 else "stale_prevented").inc()
+        _filled(entity, "stored" if stored == 1 else "stale_prevented")
 
     async def _wait(self, entity: str, key: str, load: Callable[[Source], Awaitable[Any]],
                     read: Callable[[str], Awaitable[tuple[str, bytes | None]]]) -> Answer:
@@ -355,11 +357,11 @@ class Cache:
             except RedisUnavailable:
                 return Answer(await load(self._contended()), BYPASS)
             if state == FOUND:
-                CACHE_FILLS.labels(entity, "waited").inc()
+                _filled(entity, "waited")
                 return Answer(body, MISS)
             if state == ABSENT:  # the lease was invalidated: its value will not come
                 break
-        CACHE_FILLS.labels(entity, "uncached").inc()
+        _filled(entity, "uncached")
         return Answer(await load(self._contended()), MISS)
 
     def _contended(self) -> Source:
@@ -395,8 +397,23 @@ def _body(load: EntityLoader) -> Callable[[Source], Awaitable[bytes | None]]:
     return body
 
 
-def _token() -> bytes:
-    return keyspace.LEASE + secrets.token_hex(16).encode()
+class _Tokens:
+    """Lease tokens: a random prefix per process (drawn again in a forked child) and a
+    counter, unique as sixteen random bytes per token are, at a twentieth of their cost."""
+
+    def __init__(self) -> None:
+        self.reset()
+        os.register_at_fork(after_in_child=self.reset)
+
+    def reset(self) -> None:
+        self._prefix = keyspace.LEASE + secrets.token_hex(12).encode() + b"-"
+        self._count = itertools.count()
+
+    def __call__(self) -> bytes:
+        return self._prefix + b"%x" % next(self._count)
+
+
+_token = _Tokens()
 
 
 def _count(entity: str, answer: Answer, started: float) -> None:
@@ -408,6 +425,24 @@ def _count(entity: str, answer: Answer, started: float) -> None:
 # Resolved once per (entity, result): labels() costs a lock and a key per call; the updates
 # are batched (metrics/batched.py).
 _LOOKUP_CELLS: dict[tuple[str, str], tuple[Counted, Timed]] = {}
+_FILL_CELLS: dict[tuple[str, str], Counted] = {}
+_IN_FLIGHT: dict[str, Any] = {}
+
+
+def _filled(entity: str, result: str) -> None:
+    cell = _FILL_CELLS.get((entity, result))
+    if cell is None:
+        cell = _FILL_CELLS[(entity, result)] = HOT.counter(CACHE_FILLS.labels(entity, result))
+    cell.inc()
+
+
+def _in_flight(entity: str) -> Any:
+    """The entity's fills-in-flight gauge, tracking a block (not batched: a scrape sees
+    the fills running as it reads)."""
+    child = _IN_FLIGHT.get(entity)
+    if child is None:
+        child = _IN_FLIGHT[entity] = FILLS_IN_FLIGHT.labels(entity)
+    return child.track_inprogress()
 
 
 def _lookup_cells(entity: str, source: str) -> tuple[Counted, Timed]:

@@ -38,12 +38,8 @@ LostHandler = Callable[[BaseException], None]
 
 
 def pack(*args: bytes | str | int) -> bytes:
-    """One command in RESP."""
-    out = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        raw = arg if isinstance(arg, bytes) else str(arg).encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
-    return b"".join(out)
+    """One command in RESP (hiredis packs it, in C)."""
+    return hiredis.pack_command(args)  # type: ignore[no-any-return]
 
 
 def tls_context() -> ssl.SSLContext:
