@@ -16,11 +16,13 @@ out) and Redis, the API as ``python -m api`` (uvicorn), wrk (one thread, ``--con
 
     .venv/bin/python -m bench.hitpath            # ~3 minutes
     .venv/bin/python -m bench.hitpath --busy
+    .venv/bin/python -m bench.hitpath --quick    # every part, small (a smoke test)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import secrets
 import subprocess
@@ -71,17 +73,6 @@ def api(env: dict[str, str], work: Path, workers: int = 1, **extra: str) -> Iter
         terminate(proc)
 
 
-@contextmanager
-def busy(on: bool) -> Iterator[None]:
-    """One core kept busy by a spinning process."""
-    proc = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if on else None
-    try:
-        yield
-    finally:
-        if proc is not None:
-            terminate(proc)
-
-
 def line(label: str, res: dict[str, Any]) -> str:
     lat = res["latency"]
     return (f"  {label:<40} {res['throughput_rps']:>9,.0f} req/s   p50 {lat['p50_s'] * 1000:6.2f} ms"
@@ -117,7 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--redis-delay-ms", type=float, default=0.25, help="each way (default 0.25)")
     p.add_argument("--busy", action="store_true", help="keep one core busy throughout")
     p.add_argument("--parts", default="misses,slow,workers")
+    p.add_argument("--quick", action="store_true", help="1 s runs, one round, 5,000 ids a miss run")
+    p.add_argument("--json", default=None, help="also write every figure to this file")
     args = p.parse_args(argv)
+    if args.quick:
+        args.duration, args.rounds, args.per_run = 1.0, 1, 5000
     if wrk.available() is None:
         print("bench.hitpath: wrk is not installed (apt-get install -y wrk)", file=sys.stderr)
         return 2
@@ -136,10 +131,11 @@ def main(argv: list[str] | None = None) -> int:
         env = {"DB_HOST": db.host, "DB_PORT": str(db.port), "DB_NAME": "cachelab", "DB_USER": "cachetail_api",
                "DB_PASSWORD": api_pw, "REDIS_HOST": cache.host, "REDIS_PORT": str(cache.port),
                "ADMIN_TOKEN": token}
-        stack.enter_context(busy(args.busy))
+        stack.enter_context(wrk.busy_core(args.busy))
         print(f"wrk -t1 -c{args.connections} -d{args.duration:g}s, medians of {args.rounds} rounds"
               + (", one core kept busy" if args.busy else ""), flush=True)
         warm = [f"/user/{i}" for i in range(1, 1001)]
+        figures: dict[str, Any] = {"busy": args.busy}
 
         def median(runs: list[dict[str, Any]]) -> dict[str, Any]:
             ordered = sorted(runs, key=lambda r: r["throughput_rps"])
@@ -153,8 +149,9 @@ def main(argv: list[str] | None = None) -> int:
             print("cold misses of distinct ids (a fill: lease, SELECT, compare-and-set store):")
             print(line("GET /user/{id}, every one a miss", cached))
             print(line("GET /user/{id}/nocache, the SELECT alone", nocache))
-            print(f"  misses / nocache                       {cached['throughput_rps'] / nocache['throughput_rps']:5.2f}x"
-                  " (goal 0.8x)", flush=True)
+            ratio = cached["throughput_rps"] / nocache["throughput_rps"]
+            print(f"  misses / nocache                       {ratio:5.2f}x (goal 0.8x)", flush=True)
+            figures["misses"] = {"miss": cached, "nocache": nocache, "ratio": ratio}
         if "slow" in parts:
             proxy = TcpProxy((cache.host, cache.port), delay_s=args.redis_delay_ms / 1000).start()
             stack.callback(proxy.close)
@@ -169,8 +166,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"warm hits, Redis {args.redis_delay_ms:g} ms away each way:")
             print(line("near-cache on", results["1"]))
             print(line("near-cache off", results["0"]))
-            print(f"  on / off                               {results['1']['throughput_rps'] / results['0']['throughput_rps']:5.2f}x",
-                  flush=True)
+            ratio = results["1"]["throughput_rps"] / results["0"]["throughput_rps"]
+            print(f"  on / off                               {ratio:5.2f}x", flush=True)
+            figures["slow_redis"] = {"delay_ms": args.redis_delay_ms, "near_on": results["1"],
+                                     "near_off": results["0"], "ratio": ratio}
         if "workers" in parts:
             results = {}
             for n in (1, 2):
@@ -182,8 +181,11 @@ def main(argv: list[str] | None = None) -> int:
             print("warm hits, near-cache on, by uvicorn workers (wrk threads = workers):")
             for n in (1, 2):
                 print(line(f"{n} worker{'s' if n > 1 else ''}", results[n]))
-            print(f"  2 / 1                                  {results[2]['throughput_rps'] / results[1]['throughput_rps']:5.2f}x",
-                  flush=True)
+            ratio = results[2]["throughput_rps"] / results[1]["throughput_rps"]
+            print(f"  2 / 1                                  {ratio:5.2f}x", flush=True)
+            figures["workers"] = {"1": results[1], "2": results[2], "ratio": ratio}
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
     return 0
 
 

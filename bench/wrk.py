@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -80,3 +82,15 @@ def run(url: str, paths: Sequence[str], *, duration_s: float, connections: int, 
                     **{f"p{k.replace('.', '_')}_s": v / 1e6 for k, v in lat["percentiles"].items()}},
         "threads": threads, "connections": connections,
     }
+
+
+@contextmanager
+def busy_core(on: bool = True) -> Iterator[None]:
+    """One core kept busy (a spinning process) while the block runs: a host doing other work."""
+    proc = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if on else None
+    try:
+        yield
+    finally:
+        if proc is not None:
+            proc.kill()
+            proc.wait()

@@ -32,7 +32,7 @@ def test_api_vs_bare_quick_run(stack, tmp_path: Path) -> None:  # type: ignore[n
     summary = json.loads(out.read_text())["summary"]
     for target in ("const", "bare", "near", "off"):
         assert summary[target]["throughput_rps"] > 0, target
-    assert set(summary["ratios_of_medians"]) == {"near_const", "near_bare", "off_bare"}
+    assert set(summary["ratios_of_medians"]) == {"near_const", "off_const", "near_bare", "off_bare"}
     assert len(summary["ratios_per_round"]["near_const"]) == 1
     for phase in ("idle", "loaded"):
         delay = summary["delay"][phase]
@@ -40,7 +40,7 @@ def test_api_vs_bare_quick_run(stack, tmp_path: Path) -> None:  # type: ignore[n
         assert 0 < delay["p50_s"] <= delay["p99_s"] <= delay["max_s"] < 1.0
     assert summary["delay"]["loaded"]["load_rps"] > 0
     assert summary["stampede_selects"] == [1]
-    for line in ("near-cache on / constant bytes", "near-cache on / bare GET",
+    for line in ("near-cache on / constant bytes", "near-cache off / constant bytes", "near-cache on / bare GET",
                  "reads right after a DEL served from a near-cache: 0 of 100"):
         assert line in done.stdout, line
 
@@ -67,3 +67,19 @@ def test_redis_get_profile_quick_run() -> None:
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "redis.asyncio (pool, hiredis)" in done.stdout and "api/lean.py" in done.stdout
     assert "pool: take and give back a connection" in done.stdout
+
+
+def test_hitpath_quick_run(tmp_path: Path) -> None:
+    """bench/hitpath.py at smoke size: misses against nocache, the near-cache over a Redis
+    behind a delaying proxy, one and two workers; every run answered, none failed."""
+    out = tmp_path / "hitpath.json"
+    done = subprocess.run([sys.executable, "-m", "bench.hitpath", "--quick", "--json", str(out)],
+                          cwd=ROOT, env=_clean_env(), capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    figures = json.loads(out.read_text())
+    runs = [figures["misses"]["miss"], figures["misses"]["nocache"], figures["slow_redis"]["near_on"],
+            figures["slow_redis"]["near_off"], figures["workers"]["1"], figures["workers"]["2"]]
+    for run in runs:
+        assert run["requests"] > 0 and not any(run["errors"].values()), run
+    for line in ("misses / nocache", "Redis 0.25 ms away each way", "2 workers"):
+        assert line in done.stdout, line
