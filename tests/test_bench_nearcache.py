@@ -83,3 +83,14 @@ def test_hitpath_quick_run(tmp_path: Path) -> None:
         assert run["requests"] > 0 and not any(run["errors"].values()), run
     for line in ("misses / nocache", "Redis 0.25 ms away each way", "2 workers"):
         assert line in done.stdout, line
+
+
+def test_hitprofile_run() -> None:
+    """bench/hitprofile.py: a hit's CPU, near-cache on and off, by layer (shares summing to it)."""
+    done = subprocess.run([sys.executable, "-m", "bench.hitprofile"], cwd=ROOT, env=_clean_env(),
+                          capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "µs of CPU a hit, near-cache on:" in done.stdout and "near-cache off:" in done.stdout
+    shares = [int(line.rsplit(None, 2)[-2]) for line in done.stdout.splitlines() if line.endswith("%")]
+    assert shares and 195 <= sum(shares) <= 205  # two profiles, each about 100 %
+    assert "cachetail's dispatch" in done.stdout and "Starlette" not in done.stdout  # hits skip its layers
