@@ -11,11 +11,12 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 RUN_PACKAGES  := mariadb-server redis-server gcc python3-dev
 TEST_PACKAGES := $(RUN_PACKAGES) prometheus wrk
 
-.PHONY: run test bench system-run system-test clean help
+.PHONY: run test check bench system-run system-test clean help
 
 help:
 	@echo "make run    - MariaDB + Redis + invalidator + API on http://127.0.0.1:5000 (Ctrl-C stops all)"
 	@echo "make test   - the whole test suite against throwaway servers"
+	@echo "make check  - ruff and mypy (configured in pyproject.toml)"
 	@echo "make bench  - benchmark.py against a running 'make run' stack"
 
 run: system-run $(VENV)/.installed
@@ -23,6 +24,11 @@ run: system-run $(VENV)/.installed
 
 test: system-test $(VENV)/.installed
 	$(PY) -m pytest
+
+# ruff lints everything; mypy types the service's packages strictly (pyproject.toml)
+check: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 bench: $(VENV)/.installed
 	$(PY) benchmark.py
