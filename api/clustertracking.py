@@ -27,13 +27,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from cachetail.backoff import Backoff
 
 from api.clusterlean import ClusterLean
 from api.clustermap import Primary, Topology, parse_shards
@@ -105,7 +106,7 @@ class ClusterTracker:
     # ------------------------------------------------------------- the loop
 
     async def _run(self) -> None:
-        delay = RETRY_FIRST_S
+        backoff = Backoff(RETRY_FIRST_S, RETRY_MAX_S)
         while True:
             try:
                 topology = await self._establish()
@@ -120,9 +121,8 @@ class ClusterTracker:
                 if self._near.live:  # an error reply ended the watch: nothing disabled it yet
                     self._topology_changed("a tracking connection answered with an error")
                 if time.monotonic() - started >= STABLE_S:
-                    delay = RETRY_FIRST_S
-            await asyncio.sleep(random.uniform(delay / 2, delay))
-            delay = min(delay * 2, RETRY_MAX_S)
+                    backoff.reset()
+            await backoff.sleep()
 
     async def _establish(self) -> Topology:
         if self.before_establish is not None:

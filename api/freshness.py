@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -38,6 +37,7 @@ from api.db import GTID, LAG, REPLICA, Database, Source, primary
 from api.errors import ApiError
 from api.lean import HotReads, RespConnection, open_connection, pack
 from cachetail import gtid
+from cachetail.backoff import Backoff
 from cachetail.gtid import GtidError, GtidState
 from cachetail.keyspace import Keyspace, key_slot, watermark
 from cachetail.settings import RedisSettings
@@ -262,7 +262,7 @@ class AppliedWatch:
                 pass
 
     async def _subscribe(self) -> None:
-        delay = 0.05
+        backoff = Backoff(0.05, RETRY_MAX_S)
         command = pack("SSUBSCRIBE" if self._cluster else "SUBSCRIBE", self.key)
         while self._waiters or time.monotonic() - self._waited_at < IDLE_S:
             try:
@@ -273,8 +273,7 @@ class AppliedWatch:
                     settings, name="cachetail-api-applied", resp3=True, on_push=self._on_push)
             except (RedisError, OSError) as exc:
                 log.debug("cannot subscribe to the invalidator's applied state (%s); polling", exc)
-                await asyncio.sleep(random.uniform(delay / 2, delay))
-                delay = min(delay * 2, RETRY_MAX_S)
+                await backoff.sleep()
                 continue
             conn.send_only(command)  # confirmed by a push (RESP3)
             try:
@@ -284,7 +283,7 @@ class AppliedWatch:
                 self._subscribed = False
                 self._conn = None
                 conn.close()
-            delay = 0.05
+            backoff.reset()
         self._subscriber = None
 
     def _on_push(self, push: list[Any]) -> None:

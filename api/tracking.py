@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -30,6 +29,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from api.lean import RespConnection, open_connection, pack
 from api.nearcache import NearCache
+from cachetail.backoff import Backoff
 from cachetail.settings import RedisSettings
 
 log = logging.getLogger("api")
@@ -116,7 +116,7 @@ class Tracker:
             pass  # the loss has emptied and disabled the near-cache
 
     async def _run(self) -> None:
-        delay = RETRY_FIRST_S
+        backoff = Backoff(RETRY_FIRST_S, RETRY_MAX_S)
         while True:
             try:
                 conn = await open_connection(
@@ -136,10 +136,9 @@ class Tracker:
                     conn.close()
                     self._conn = None
                 if time.monotonic() - started >= STABLE_S:
-                    delay = RETRY_FIRST_S
+                    backoff.reset()
             # never a tight loop, even when the server drops us as soon as we are in
-            await asyncio.sleep(random.uniform(delay / 2, delay))
-            delay = min(delay * 2, RETRY_MAX_S)
+            await backoff.sleep()
 
     async def _heartbeat(self, conn: RespConnection) -> None:
         while True:

@@ -14,7 +14,6 @@ is behind.
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -24,12 +23,12 @@ from typing import Any, TypeVar
 import redis
 from redis.connection import Connection
 
+from cachetail.backoff import Backoff
 from cachetail.keyspace import (FENCED_APPLY, MARK, OP_BUMP, OP_DELETE, OP_SET, SLOT_APPLY, SLOTS, Keyspace,
                                 PackedOps, key_slot, pack_ops)
-from metrics import invalidator as m
-
 from invalidator.leader import Leadership, LostLeadership
 from invalidator.position import Position, PositionStore
+from metrics import invalidator as m
 
 log = logging.getLogger("invalidator")
 T = TypeVar("T")
@@ -43,14 +42,6 @@ SCAN_BATCH = 500
 
 class Stopped(Exception):
     """The worker was asked to stop while waiting for Redis."""
-
-
-def backoff_delays(first: float, cap: float) -> Any:
-    """Exponential backoff with full jitter: 0..first, 0..2*first, ... capped."""
-    delay = first
-    while True:
-        yield random.uniform(delay / 2, delay)
-        delay = min(cap, delay * 2)
 
 
 class Batch:
@@ -152,7 +143,7 @@ class Applier:
                 result = action()
             except REDIS_ERRORS as exc:
                 if delays is None:
-                    delays = backoff_delays(0.05, self.retry_max_s)
+                    delays = Backoff(0.05, self.retry_max_s)
                     m.RECONNECTS.labels("redis").inc()
                     log.error("redis unavailable while %s (%s); retrying, position held", what, exc)
                 self.redis_ok = False

@@ -29,12 +29,13 @@ from pymysqlreplication.event import (
 from pymysqlreplication.row_event import RowsEvent
 
 from cachetail import config as declaration
+from cachetail.backoff import Backoff
 from cachetail.keyspace import prepare_slot_tags
 from cachetail.schema import Catalog
 from metrics import invalidator as m
 
 from invalidator import decode, fastrows
-from invalidator.apply import REDIS_ERRORS, Applier, Batch, Group, Sent, Stopped, backoff_delays
+from invalidator.apply import REDIS_ERRORS, Applier, Batch, Group, Sent, Stopped
 from invalidator.audit import Auditor
 from invalidator.catalog import Followed, Weights, load_catalog
 from invalidator.checks import CheckFailed, recheck_binlog, run_checks
@@ -123,7 +124,7 @@ class Worker:
         self.last_event = 0.0  # monotonic
         self.watchdog = Watchdog()
         self.group = Group(None)
-        self.mysql_delays = backoff_delays(0.1, settings.retry_max_s)
+        self.mysql_delays = Backoff(0.1, settings.retry_max_s)
         self.failures = 0  # failed attempts to follow since the last real progress
         self.offset_refused = False  # the server refused the position's file and offset
         self.gtids: Tracker | None = None  # the GTID state as the stream moves on
@@ -350,7 +351,7 @@ class Worker:
             self.failures = 0
             self.offset_refused = False
             m.CONSECUTIVE_FAILURES.set(0)
-            self.mysql_delays = backoff_delays(0.1, self.settings.retry_max_s)
+            self.mysql_delays.reset()
 
     # ----------------------------------------------------------------- loop
 
