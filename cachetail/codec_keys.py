@@ -144,7 +144,7 @@ def char_class(column: Column) -> str:
     return _charset_class((column.charset or "").lower())
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _charset_class(charset: str) -> str:
     controls = "\\u0000-\\u001f\\u007f-\\u009f"
     if charset in ("latin1", "ascii"):
@@ -288,7 +288,7 @@ def cursor_part(column: Column) -> str:
     return _PERCENT_TEXT
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _percent_encoded(klass: str) -> str:
     """Percent-encoded UTF-8 of the characters of ``klass`` (its unreserved ASCII as is)."""
     allowed = [chr(c) for c in range(0x20, 0x10000) if re.fullmatch(klass, chr(c))]
@@ -384,7 +384,7 @@ class KeyCodec:
         """The WHERE values for the path parameters; :class:`BadKey` for a bad one."""
         if len(path_params) != len(self.columns):
             raise BadKey("/".join(self.params), f"expected {len(self.columns)} path parameters")
-        return tuple(p(name, raw) for p, name, raw in zip(self._parsers, self.params, path_params))
+        return tuple(p(name, raw) for p, name, raw in zip(self._parsers, self.params, path_params, strict=True))
 
     def where(self) -> str:
         return " AND ".join(f"{quote_identifier(n)} = %s" for n in self.names)
@@ -410,7 +410,7 @@ class KeyCodec:
         if len(values) != len(self._texters):
             raise CodecError(f"expected {len(self._texters)} key values, got {len(values)}")
         try:
-            return ":".join(t(v) for t, v in zip(self._texters, values))
+            return ":".join(t(v) for t, v in zip(self._texters, values, strict=True))
         except TypeError as exc:
             raise CodecError(f"key {self.names!r}: {exc}") from exc
 

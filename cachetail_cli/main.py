@@ -167,7 +167,7 @@ def _resolve(declared: config.Config, env: Mapping[str, str], account: str
 
 
 def _one_line(exc: BaseException, secret: str) -> str:
-    parts = exc.args if isinstance(exc, pymysql.MySQLError) and exc.args else (str(exc),)
+    parts: tuple[object, ...] = exc.args if isinstance(exc, pymysql.MySQLError) and exc.args else (str(exc),)
     text = f"({parts[0]}) {parts[1]}" if len(parts) == 2 else " ".join(str(p) for p in parts)
     text = " ".join(text.split())
     return text.replace(secret, "**********") if secret else text
