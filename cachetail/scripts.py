@@ -17,6 +17,14 @@ local function clock_us()
 end
 """
 
+# The Redis clock in milliseconds, as text (watermarks are compared on it).
+_NOW_MS = """
+local function now_ms()
+  local t = redis.call('TIME')
+  return t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
+end
+"""
+
 # ------------------------------------------------------------ the API's fills
 
 # Store a fill only while the key still holds this fill's lease token.
@@ -35,14 +43,6 @@ local function new_generation()
   local g = clock_us()
   redis.call('SET', KEYS[1], g)
   return g
-end
-"""
-
-# The Redis clock in milliseconds, as text (watermarks are compared on it).
-_NOW_MS = """
-local function now_ms()
-  local t = redis.call('TIME')
-  return t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
 end
 """
 
