@@ -377,66 +377,7 @@ return tonumber(new_generation())
 
 # ------------------------------------------------- the invalidator's scripts
 
-# A batch holds one op per data key (invalidator.apply.Batch):
-#   "D"                    delete the key
-#   "B"                    bump a list generation (INCR, or re-create from the clock)
-#   "=" <ttl> " " bytes    store the bytes for <ttl> seconds (refresh mode)
-OP_DELETE = b"D"
-OP_BUMP = b"B"
-OP_SET = b"="
 DEL_CHUNK = 1000  # keys per DEL inside the scripts (Lua's unpack has a limit near 8,000)
-
-
-@dataclass(frozen=True)
-class PackedOps:
-    """A batch's ops as the scripts below take them: the keys grouped by what is done to
-    them, so a deleted key costs its name alone and a stored value its bytes alone.
-
-    A batch has each key once, so the order between keys does not matter inside one
-    atomic script: deleted keys first, then bumped ones, then stored ones by TTL.
-    ``layout`` is ``b"<deleted> <bumped>"`` followed by ``b" <ttl> <count>"`` per TTL.
-    """
-
-    keys: list[str]
-    layout: bytes
-    values: list[bytes]  # the stored keys' values, in key order
-    deleted: int
-    bumped: int
-
-    @property
-    def stored(self) -> int:
-        return len(self.values)
-
-
-def pack_ops(keys: list[str], ops: list[bytes]) -> PackedOps:
-    """Group ``keys[i]``'s ``ops[i]`` for FENCED_APPLY / SLOT_APPLY (see :class:`PackedOps`)."""
-    if ops.count(OP_DELETE) == len(ops):  # delete mode's batches, in one C-speed pass
-        return PackedOps(keys, b"%d 0" % len(ops), [], len(ops), 0)
-    deleted: list[str] = []
-    bumped: list[str] = []
-    stored: dict[bytes, tuple[list[str], list[bytes]]] = {}
-    for key, op in zip(keys, ops):
-        if op == OP_DELETE:
-            deleted.append(key)
-        elif op == OP_BUMP:
-            bumped.append(key)
-        elif op[:1] == OP_SET:
-            space = op.index(b" ", 1)
-            group = stored.get(op[1:space])
-            if group is None:
-                group = stored[op[1:space]] = ([], [])
-            group[0].append(key)
-            group[1].append(op[space + 1:])
-        else:
-            raise ValueError(f"unknown op {op[:1]!r} for {key}")
-    keys = deleted + bumped
-    values = []
-    layout = [b"%d %d" % (len(deleted), len(bumped))]
-    for ttl, (group_keys, group_values) in stored.items():
-        keys += group_keys
-        values += group_values
-        layout.append(b"%s %d" % (ttl, len(group_keys)))
-    return PackedOps(keys, b" ".join(layout), values, len(deleted), len(bumped))
 
 
 # apply(k, layout, v): the data keys are KEYS[k..], laid out as PackedOps says; the

@@ -20,18 +20,18 @@ from pymysqlreplication.row_event import RowsEvent
 
 from cachetail.codec_columns import Column
 from cachetail.codec_values import json_str
-from cachetail.keyspace import OP_DELETE
 
-from invalidator.apply import Batch
+from invalidator.apply import OP_DELETE, write_prefix
 from invalidator.rowparse import column_size
 from invalidator.rules import TableRules
 
 try:
     from invalidator import _rowwalk
 except ImportError:  # not built (no compiler where it was installed): the Python path
-    _rowwalk = None  # type: ignore[assignment]
+    _rowwalk = None  # type: ignore[assignment]  # the module or None: every use checks which
 
-OPERATIONS = {"insert": 0, "update": 1, "delete": 2}
+OPERATIONS = {} if _rowwalk is None else {
+    "insert": _rowwalk.INSERT, "update": _rowwalk.UPDATE, "delete": _rowwalk.DELETE}
 INTEGERS = (FIELD_TYPE.TINY, FIELD_TYPE.SHORT, FIELD_TYPE.INT24, FIELD_TYPE.LONG, FIELD_TYPE.LONGLONG)
 enabled = _rowwalk is not None  # benchmarks compare both paths by turning this off
 
@@ -102,17 +102,12 @@ def build(table_map_columns: Any, rules: TableRules, refresh: bool) -> Any | Non
     if len(parts) != 2:
         return None
     served_spec: tuple[tuple[int, bytes], ...] = ()
-    write_prefix = None
+    prefix = None
     if refresh:
         served_spec = tuple((names.index(c.name), (json_str(c.name) + ":").encode("utf-8")) for c in entity.columns)
-        write_prefix = _write_prefix(rule.ttl_s)
-    return _rowwalk.Plan(tuple(specs), names.index(key_name), parts[0], parts[1], OP_DELETE, served_spec, write_prefix)
-
-
-def _write_prefix(ttl_s: int) -> bytes:
-    probe = Batch(True)
-    probe.write("k", b"", ttl_s)
-    return probe.ops["k"]  # exactly what Batch.write puts before the value
+        prefix = write_prefix(rule.ttl_s)
+    # the op format's pieces, from its owner (see the contract at the top of _rowwalk.c)
+    return _rowwalk.Plan(tuple(specs), names.index(key_name), parts[0], parts[1], OP_DELETE, served_spec, prefix)
 
 
 _plans: dict[tuple[int, int, bool], tuple[Any, TableRules, Any]] = {}

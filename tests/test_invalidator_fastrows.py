@@ -16,10 +16,9 @@ import pymysql
 import pytest
 from pymysqlreplication.event import HeartbeatLogEvent
 
-from cachetail.keyspace import OP_DELETE, OP_SET
+from invalidator.apply import OP_DELETE, OP_SET, Batch
 from conftest import Stack
 from invalidator import decode, fastrows
-from invalidator.apply import Batch
 from invalidator.catalog import Followed, Weights
 from invalidator.packets import RowsPacket
 from invalidator.position import Position

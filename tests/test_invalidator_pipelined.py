@@ -19,7 +19,8 @@ import redis
 
 from cachetail.keyspace import FENCED_APPLY, Keyspace
 from conftest import Stack
-from invalidator.apply import REDIS_ERRORS, Applier, Batch, Sent
+from invalidator.apply import Batch
+from invalidator.applier import REDIS_ERRORS, Applier, Sent
 from invalidator.leader import Leadership, LostLeadership
 from invalidator.position import Position, RedisPositionStore
 from invalidator_support import unique_prefix, wait_for
