@@ -3,8 +3,8 @@
 :class:`Applier` sends a batch (see :mod:`invalidator.apply` for its ops) in one fenced
 script together with the position after the transaction, and retries with backoff until
 Redis acknowledges it or the worker is told to stop.  It never gives up and never moves
-the position past unacknowledged work.  While the worker is behind, :meth:`Applier.send_behind`
-keeps two scripts in flight on one connection (see :mod:`invalidator.sending`).
+the position past unacknowledged work.  While the worker is behind, :class:`invalidator.sending.Writer`
+keeps two scripts in flight on one connection, and falls back on :meth:`Applier.apply`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import redis
@@ -39,26 +38,6 @@ class Stopped(Exception):
     """The worker was asked to stop while waiting for Redis."""
 
 
-@dataclass(frozen=True)
-class Sent:
-    """A batch whose script is written to Redis and whose reply is not read yet: Redis runs
-    it while the sender packs the next one (see :meth:`Applier.send_behind`)."""
-
-    batch: Batch
-    position: Position | None
-    packed: PackedOps
-    conn: Connection
-
-    def replied(self) -> bool:
-        """The reply can be read without waiting (or the connection is gone: reading says so)."""
-        if not self.conn.is_connected:  # can_read would connect again
-            return True
-        try:
-            return bool(self.conn.can_read(timeout=0))
-        except REDIS_ERRORS:
-            return True
-
-
 class Applier:
     """Sends batches to Redis, fenced by the leader's token, retrying until acknowledged.
 
@@ -83,7 +62,7 @@ class Applier:
         self.redis_ok = True
         self.cluster = isinstance(client, redis.RedisCluster)
         self.pool = None if isinstance(client, redis.RedisCluster) else client.connection_pool
-        self._fenced = client.register_script(FENCED_APPLY)
+        self.fenced = client.register_script(FENCED_APPLY)
         self._slot_apply = client.register_script(SLOT_APPLY)
         self._mark = client.register_script(MARK)
         self._state_keys = [keyspace.invalidator_leader(), keyspace.invalidator_position(),
@@ -127,10 +106,10 @@ class Applier:
 
         Raises :class:`LostLeadership` when the fence refuses the write."""
         keys, ops = list(batch.ops), list(batch.ops.values())
-        saved = self._saved(position)
+        saved = self.saved_json(position)
         packed = None if self.cluster else pack_ops(keys, ops)  # a cluster packs slot by slot
 
-        state = _state(position)
+        state = state_of(position)
 
         def send() -> None:
             self.before_send(batch)
@@ -145,7 +124,7 @@ class Applier:
                     self._send_fenced(pack_ops([], []), saved, state)
             elif keys or saved or state:
                 assert packed is not None
-                self._send_fenced(packed, saved, state, self._marks(keys))
+                self._send_fenced(packed, saved, state, self.marks(keys))
 
         self.retry("applying a transaction", send)
         if position is not None:
@@ -153,92 +132,16 @@ class Applier:
         deleted, bumped = (packed.deleted, packed.bumped) if packed else (ops.count(OP_DELETE), ops.count(OP_BUMP))
         count_keys(deleted, bumped, len(ops) - deleted - bumped)
 
-    # ------------------------------------------------- two scripts in flight
-
-    def send_behind(self, batch: Batch, position: Position | None, earlier: Sent | None) -> Sent | None:
-        """Write ``batch``'s script on the connection ``earlier``'s is on, then read ``earlier``'s
-        reply: Redis, which runs a connection's commands in order, runs one script while the
-        next is packed and written.  Returns ``batch`` as written and unacknowledged (its reply
-        is read by the next call, or :meth:`receive`), or None once it is acknowledged too.
-
-        After a fault both are applied again in one script, with ``batch``'s position, by
-        :meth:`apply`'s retries: never ``earlier``'s ops after ``batch``'s, so a key both
-        touch ends as ``batch`` left it, whichever of the two Redis had run.  Batches with
-        DDL clears, and every batch on a cluster, take :meth:`apply` after ``earlier``."""
-        if self.pool is None or batch.clear:
-            self.receive(earlier)
-            self.apply(batch, position)
-            return None
-        keys = list(batch.ops)
-        packed = pack_ops(keys, list(batch.ops.values()))
-        saved = self._saved(position)
-        if earlier is not None:
-            conn = earlier.conn
-        else:
-            try:
-                conn = self.pool.get_connection()
-            except REDIS_ERRORS:
-                self.apply(batch, position)
-                return None
-        try:
-            value = self.leadership.value
-            if value is None:
-                raise LostLeadership("not the leader")
-            self.before_send(batch)
-            if not conn.is_connected:  # it would reconnect by itself, and the reply be lost
-                raise redis.ConnectionError("the connection of the script in flight is closed")
-            script_keys, args = self._fenced_call(value, packed, saved, _state(position), self._marks(keys))
-            # no health check: its PING's reply would be read before the one in flight
-            conn.send_command("EVALSHA", self._fenced.sha, len(script_keys), *script_keys, *args,
-                              check_health=False)
-            if earlier is not None:
-                self._acknowledged(earlier, conn.read_response())
-        except (*REDIS_ERRORS, redis.ResponseError):  # a cut connection; NOSCRIPT after a restart
-            self._release(conn, broken=True)
-            self.apply(batch if earlier is None else earlier.batch.merged(batch), position)
-            return None
-        except BaseException:
-            self._release(conn, broken=True)
-            raise
-        return Sent(batch, position, packed, conn)
-
-    def receive(self, sent: Sent | None) -> None:
-        """Read a written script's reply (see :meth:`send_behind`); after a fault, apply it again."""
-        if sent is None:
-            return
-        try:
-            if not sent.conn.is_connected:
-                raise redis.ConnectionError("the connection of the script in flight is closed")
-            self._acknowledged(sent, sent.conn.read_response())
-        except (*REDIS_ERRORS, redis.ResponseError):
-            self._release(sent.conn, broken=True)
-            self.apply(sent.batch, sent.position)
-            return
-        except BaseException:
-            self._release(sent.conn, broken=True)
-            raise
-        self._release(sent.conn)
-
-    def drop(self, sent: Sent) -> None:
-        """Leading ended: the reply is not wanted (the next leader resumes from the saved position)."""
-        self._release(sent.conn, broken=True)
-
-    def _saved(self, position: Position | None) -> bytes:
+    def saved_json(self, position: Position | None) -> bytes:
         """The position as the fenced script saves it ('' where it is kept elsewhere)."""
         return position.to_json() if position is not None and self.store.in_redis else b""
 
-    def _fenced_off(self, done: Any) -> None:
+    def fenced_off(self, done: Any) -> None:
         if not done:
             self.leadership.lost.set()
             raise LostLeadership("the lease moved on: the write was fenced off")
 
-    def _acknowledged(self, sent: Sent, reply: Any) -> None:
-        self._fenced_off(reply)
-        if sent.position is not None:
-            self.store.committed(sent.position)
-        count_keys(sent.packed.deleted, sent.packed.bumped, sent.packed.stored)
-
-    def _release(self, conn: Connection, broken: bool = False) -> None:
+    def release(self, conn: Connection, broken: bool = False) -> None:
         if broken:
             conn.disconnect()  # a reply may be unread on it
         if self.pool is not None:
@@ -248,16 +151,16 @@ class Applier:
         value = self.leadership.value
         if value is None:
             raise LostLeadership("not the leader")
-        script_keys, args = self._fenced_call(value, packed, saved, state, marks)
-        self._fenced_off(self._fenced(keys=script_keys, args=args))
+        script_keys, args = self.fenced_call(value, packed, saved, state, marks)
+        self.fenced_off(self.fenced(keys=script_keys, args=args))
 
-    def _fenced_call(self, value: str, packed: PackedOps, saved: bytes, state: bytes,
+    def fenced_call(self, value: str, packed: PackedOps, saved: bytes, state: bytes,
                      marks: Sequence[str]) -> tuple[list[str], list[Any]]:
         """FENCED_APPLY's keys and arguments (see cachetail/keyspace.py)."""
         return ([*self._state_keys, *marks, *packed.keys],
                 [value, saved, packed.layout, state, len(marks), self._publish, *packed.values])
 
-    def _marks(self, keys: list[str]) -> list[str]:
+    def marks(self, keys: list[str]) -> list[str]:
         """One node: the watermarks a batch of ``keys`` sets; none for a position alone."""
         if not keys:
             return []
@@ -283,7 +186,7 @@ class Applier:
             raise LostLeadership("not the leader")
         token = self.leadership.token
         by_slot: dict[int, tuple[list[str], list[bytes]]] = {}
-        for key, op in zip(keys, ops):
+        for key, op in zip(keys, ops, strict=True):
             group = by_slot.setdefault(key_slot(key), ([], []))
             group[0].append(key)
             group[1].append(op)
@@ -316,7 +219,7 @@ class Applier:
         """UNLINK every cached key under the prefix (SCAN in batches; never FLUSHALL), after
         marking every watermark with ``position``'s GTID state.  The invalidator's own state
         (lease, fences, position, watermarks) stays."""
-        self.retry("marking every watermark", lambda: self.mark_all(_state(position)))
+        self.retry("marking every watermark", lambda: self.mark_all(state_of(position)))
         return self.retry("clearing every owned key",
                           lambda: self._unlink_matching(self.keyspace.owned_pattern()))
 
@@ -336,7 +239,7 @@ class Applier:
         return removed
 
 
-def _state(position: Position | None) -> bytes:
+def state_of(position: Position | None) -> bytes:
     """The GTID state after the work, as the scripts take it ('' when unknown)."""
     return position.gtid.encode() if position is not None and position.gtid else b""
 

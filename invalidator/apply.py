@@ -87,7 +87,7 @@ def pack_ops(keys: list[str], ops: list[bytes]) -> PackedOps:
     deleted: list[str] = []
     bumped: list[str] = []
     stored: dict[bytes, tuple[list[str], list[bytes]]] = {}
-    for key, op in zip(keys, ops):
+    for key, op in zip(keys, ops, strict=True):
         if op == OP_DELETE:
             deleted.append(key)
         elif op == OP_BUMP:

@@ -1,10 +1,10 @@
 """Committed transactions -> Redis, with two scripts in flight while the worker is behind.
 
-A transaction's batch reaches :meth:`Sender.commit` at its XID.  Caught up, it is applied
+A transaction's batch reaches the :class:`Sender` at its XID.  Caught up, it is applied
 at once (:meth:`Applier.apply`).  Behind (more binlog already here), it joins a
 :class:`Group` of transactions sharing one script, and a full group is handed to the
 sender's thread, whose task writes the group's script on the connection of the one
-before and then reads that one's reply (:meth:`Applier.send_behind`): Redis runs one
+before and then reads that one's reply (:meth:`Writer.send_behind`): Redis runs one
 script while the next transactions are decoded.  Replies are accounted for in the order
 the groups were written, through ``applied``; a position that moved past a group in
 flight waits until that group is acknowledged, so the position is never saved ahead of
@@ -16,23 +16,49 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-from invalidator.apply import Batch
+import redis
+from redis.connection import Connection
+
+from invalidator.applier import REDIS_ERRORS, Applier, count_keys, state_of
+from invalidator.apply import Batch, PackedOps, pack_ops
+from invalidator.leader import LostLeadership
 from invalidator.position import Position
 
 # a group handed to the sender: its batch, position, transactions, first binlog ts, first received
 Sending = tuple[Batch, Position, int, float, float]
 
 
+@dataclass(frozen=True)
+class Sent:
+    """A batch whose script is written to Redis and whose reply is not read yet: Redis runs
+    it while the sender packs the next one (see :meth:`Writer.send_behind`)."""
+
+    batch: Batch
+    position: Position | None
+    packed: PackedOps
+    conn: Connection
+
+    def replied(self) -> bool:
+        """The reply can be read without waiting (or the connection is gone: reading says so)."""
+        if not self.conn.is_connected:  # can_read would connect again
+            return True
+        try:
+            return bool(self.conn.can_read(timeout=0))
+        except REDIS_ERRORS:
+            return True
+
+
 class Written(Protocol):
-    """A script written and not yet acknowledged (:class:`invalidator.applier.Sent`)."""
+    """A script written and not yet acknowledged (:class:`Sent`)."""
 
     def replied(self) -> bool: ...
 
 
 class Transport(Protocol):
-    """What the sender needs of :class:`invalidator.applier.Applier`."""
+    """What the sender needs of a :class:`Writer`."""
 
     def apply(self, batch: Batch, position: Position | None) -> None: ...
 
@@ -44,7 +70,7 @@ class Transport(Protocol):
 
 
 class Group:
-    """Transactions applied together while the worker is behind (see :meth:`Sender.commit`).
+    """Transactions applied together while the worker is behind.
 
     A finished transaction is held back only while more binlog data is already here
     (:meth:`invalidator.stream.Stream.pending`: buffered, or on the socket)
@@ -209,3 +235,91 @@ class Sender:
 
     def close(self) -> None:
         self.executor.shutdown(wait=True)
+
+
+class Writer:
+    """Scripts written behind the one in flight, on one connection of one Redis node: the
+    :class:`Sender`'s transport while behind.  What goes wrong is recovered by
+    :meth:`Applier.apply`'s retries: a cut connection or NOSCRIPT (after a restart) applies
+    the unacknowledged batches again, merged, with the later position; a fenced-off write
+    (another leader) raises :class:`LostLeadership`."""
+
+    def __init__(self, applier: Applier) -> None:
+        self.applier = applier
+        self.apply = applier.apply
+
+    def send_behind(self, batch: Batch, position: Position | None, earlier: Sent | None) -> Sent | None:
+        """Write ``batch``'s script on the connection ``earlier``'s is on, then read ``earlier``'s
+        reply: Redis, which runs a connection's commands in order, runs one script while the
+        next is packed and written.  Returns ``batch`` as written and unacknowledged (its reply
+        is read by the next call, or :meth:`receive`), or None once it is acknowledged too.
+
+        After a fault both are applied again in one script, with ``batch``'s position, by
+        :meth:`apply`'s retries: never ``earlier``'s ops after ``batch``'s, so a key both
+        touch ends as ``batch`` left it, whichever of the two Redis had run.  Batches with
+        DDL clears, and every batch on a cluster, take :meth:`apply` after ``earlier``."""
+        applier = self.applier
+        if applier.pool is None or batch.clear:
+            self.receive(earlier)
+            self.apply(batch, position)
+            return None
+        keys = list(batch.ops)
+        packed = pack_ops(keys, list(batch.ops.values()))
+        saved = applier.saved_json(position)
+        if earlier is not None:
+            conn = earlier.conn
+        else:
+            try:
+                conn = applier.pool.get_connection()
+            except REDIS_ERRORS:
+                self.apply(batch, position)
+                return None
+        try:
+            value = applier.leadership.value
+            if value is None:
+                raise LostLeadership("not the leader")
+            applier.before_send(batch)
+            if not conn.is_connected:  # it would reconnect by itself, and the reply be lost
+                raise redis.ConnectionError("the connection of the script in flight is closed")
+            script_keys, args = applier.fenced_call(value, packed, saved, state_of(position), applier.marks(keys))
+            # no health check: its PING's reply would be read before the one in flight
+            conn.send_command("EVALSHA", applier.fenced.sha, len(script_keys), *script_keys, *args,
+                              check_health=False)
+            if earlier is not None:
+                self.acknowledged(earlier, conn.read_response())
+        except (*REDIS_ERRORS, redis.ResponseError):  # a cut connection; NOSCRIPT after a restart
+            applier.release(conn, broken=True)
+            self.apply(batch if earlier is None else earlier.batch.merged(batch), position)
+            return None
+        except BaseException:
+            applier.release(conn, broken=True)
+            raise
+        return Sent(batch, position, packed, conn)
+
+    def receive(self, sent: Sent | None) -> None:
+        """Read a written script's reply (see :meth:`send_behind`); after a fault, apply it again."""
+        if sent is None:
+            return
+        applier = self.applier
+        try:
+            if not sent.conn.is_connected:
+                raise redis.ConnectionError("the connection of the script in flight is closed")
+            self.acknowledged(sent, sent.conn.read_response())
+        except (*REDIS_ERRORS, redis.ResponseError):
+            applier.release(sent.conn, broken=True)
+            self.apply(sent.batch, sent.position)
+            return
+        except BaseException:
+            applier.release(sent.conn, broken=True)
+            raise
+        applier.release(sent.conn)
+
+    def drop(self, sent: Sent) -> None:
+        """Leading ended: the reply is not wanted (the next leader resumes from the saved position)."""
+        self.applier.release(sent.conn, broken=True)
+
+    def acknowledged(self, sent: Sent, reply: Any) -> None:
+        self.applier.fenced_off(reply)
+        if sent.position is not None:
+            self.applier.store.committed(sent.position)
+        count_keys(sent.packed.deleted, sent.packed.bumped, sent.packed.stored)

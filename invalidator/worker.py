@@ -43,7 +43,7 @@ from invalidator.position import Position, make_store
 from invalidator.progress import Progress
 from invalidator.recovery import Recovery
 from invalidator.resume import FullInvalidationNeeded, plan_resume
-from invalidator.sending import Sender
+from invalidator.sending import Sender, Writer
 from invalidator.service import Watchdog, sd_notify, start_http
 from invalidator.settings import InvalidatorSettings
 from invalidator.stream import control_connection, open_stream
@@ -80,7 +80,7 @@ class Worker:
                                self.stop, s.retry_max_s, self.leadership, on_wait=self.watchdog.ping,
                                watermark_slots_max=s.watermark_slots_max)
         self.progress = Progress(s.replay_window_s)
-        self.sender = Sender(self.applier, self.applied, self.advanced)
+        self.sender = Sender(Writer(self.applier), self.applied, self.advanced)
         self.recovery = Recovery(s, self.stop, self.watchdog, self.applier, self.sender, self.progress)
         self.follower: Follower | None = None  # once the catalog is loaded (run)
         self.lag: FollowLag | None = None

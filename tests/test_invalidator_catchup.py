@@ -18,8 +18,8 @@ from prometheus_client import REGISTRY
 from cachetail.keyspace import FENCED_APPLY
 from conftest import Stack
 from invalidator.apply import Batch
-from invalidator.applier import Sent
 from invalidator.position import Position
+from invalidator.sending import Sent, Writer
 from invalidator.settings import InvalidatorSettings
 from invalidator.worker import Worker
 from invalidator_support import master_position, unique_prefix, wait_for
@@ -59,13 +59,15 @@ class CutInsideASend(Worker):
             if sends == self.cut_at:
                 self.cut = kill_dump_threads(self.kill_with)
         self.applier.before_send = seam
-        send_behind = self.applier.send_behind
+        writer = self.sender.transport
+        assert isinstance(writer, Writer)
+        send_behind = writer.send_behind
 
         def counted(batch: Batch, position: Position | None, earlier: Sent | None) -> Sent | None:
             sent = send_behind(batch, position, earlier)
             self.behind += earlier is not None and sent is not None  # written behind one in flight
             return sent
-        self.applier.send_behind = counted  # type: ignore[method-assign]
+        writer.send_behind = counted  # type: ignore[method-assign]  # counts the scripts written behind one
         super().lead()
 
 
