@@ -143,7 +143,7 @@ class Applier:
 
     def release(self, conn: Connection, broken: bool = False) -> None:
         if broken:
-            conn.disconnect()  # a reply may be unread on it
+            conn.disconnect()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped; a reply may be unread on it
         if self.pool is not None:
             self.pool.release(conn)
 

@@ -30,19 +30,19 @@ try:
 except ImportError:  # not built (no compiler where it was installed): the Python path
     _rowwalk = None  # type: ignore[assignment]  # the module or None: every use checks which
 
-OPERATIONS = {} if _rowwalk is None else {
-    "insert": _rowwalk.INSERT, "update": _rowwalk.UPDATE, "delete": _rowwalk.DELETE}
 INTEGERS = (FIELD_TYPE.TINY, FIELD_TYPE.SHORT, FIELD_TYPE.INT24, FIELD_TYPE.LONG, FIELD_TYPE.LONGLONG)
-enabled = _rowwalk is not None  # benchmarks compare both paths by turning this off
+BUILT: bool = _rowwalk is not None
+OPERATIONS = {"insert": _rowwalk.INSERT, "update": _rowwalk.UPDATE, "delete": _rowwalk.DELETE} if BUILT else {}
+enabled = BUILT  # benchmarks compare both paths by turning this off
 
 
 def available() -> bool:
-    return _rowwalk is not None
+    return BUILT
 
 
 def describe() -> str:
     """For the start-up log and ``--check``."""
-    if _rowwalk is None:
+    if not BUILT:
         return "pure Python (the compiled row walk invalidator._rowwalk was not built)"
     return "compiled" if enabled else "pure Python (compiled row walk turned off)"
 
@@ -70,7 +70,7 @@ def _kind(served: Column | None, binlog: Any) -> int | None:
 
 def build(table_map_columns: Any, rules: TableRules, refresh: bool) -> Any | None:
     """A Plan for this table map and these rules, or None when the Python path must serve."""
-    if _rowwalk is None or rules.lists or len(rules.entities) != 1:
+    if not BUILT or rules.lists or len(rules.entities) != 1:
         return None
     rule = rules.entities[0]
     entity = rule.entity

@@ -84,7 +84,7 @@ class Follower:
         self.source_ident: tuple[int, str] | None = None  # the server followed last
         self.row_counters: dict[tuple[str, str], Any] = {}  # ROW_EVENTS children by (table, operation)
         self.handlers: dict[type, tuple[Handler, bool]] = {}  # by event type: (handler, marks liveness)
-        self.kinds: tuple[tuple[type, tuple[Handler, bool]], ...] = (
+        self.kinds: tuple[tuple[type | tuple[type, ...], tuple[Handler, bool]], ...] = (
             (RowsEvent, (self.rows, True)), (XidEvent, (self.xid, True)),
             ((MariadbGtidEvent, GtidEvent), (self.gtid, True)), (QueryEvent, (self.query, True)),
             (RotateEvent, (self.rotate, False)), (HeartbeatLogEvent, (self.heartbeat, True)))

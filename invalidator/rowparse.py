@@ -107,6 +107,7 @@ def _fraction(column: Any) -> Callable[[bytes, int], int]:
     """The microseconds of a TIME2/DATETIME2/TIMESTAMP2 as the library's ``__read_fsp``."""
     fsp = column.fsp
     n = FSP_BYTES[fsp] if 0 <= fsp < len(FSP_BYTES) else 0
+    scale: int = 10 ** (6 - fsp)
 
     def read(data: bytes, offset: int) -> int:
         if n == 0:
@@ -114,7 +115,7 @@ def _fraction(column: Any) -> Callable[[bytes, int], int]:
         micro = int.from_bytes(data[offset:offset + n], "big", signed=True)
         if fsp % 2:
             micro = int(micro / 10)
-        return micro * (10 ** (6 - fsp))
+        return micro * scale
     return read
 
 

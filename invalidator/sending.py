@@ -283,8 +283,8 @@ class Writer:
                 raise redis.ConnectionError("the connection of the script in flight is closed")
             script_keys, args = applier.fenced_call(value, packed, saved, state_of(position), applier.marks(keys))
             # no health check: its PING's reply would be read before the one in flight
-            conn.send_command("EVALSHA", applier.fenced.sha, len(script_keys), *script_keys, *args,
-                              check_health=False)
+            conn.send_command(  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+                "EVALSHA", applier.fenced.sha, len(script_keys), *script_keys, *args, check_health=False)
             if earlier is not None:
                 self.acknowledged(earlier, conn.read_response())
         except (*REDIS_ERRORS, redis.ResponseError):  # a cut connection; NOSCRIPT after a restart

@@ -56,7 +56,7 @@ log = logging.getLogger("invalidator")
 def build_redis(s: InvalidatorSettings) -> redis.Redis | redis.RedisCluster:
     # No retries inside redis-py (its default backs off for up to ~15 s): the
     # Applier retries itself, watching for stop requests and pinging the watchdog.
-    kwargs = {**s.redis.client_kwargs(), "ssl": s.redis.tls,
+    kwargs: dict[str, Any] = {**s.redis.client_kwargs(), "ssl": s.redis.tls,
               "socket_timeout": max(s.redis.socket_timeout_s, 1.0)}
     if s.redis.cluster:
         return redis.RedisCluster(**kwargs, retry=Retry(NoBackoff(), 1))
