@@ -81,7 +81,6 @@ class Follower:
         self.gtids: Tracker | None = None  # the GTID state as the stream moves on
         self.log_file = ""
         self.source: tuple[int, str] = (0, "")  # server_id and UUID of the server followed
-        self.source_ident: tuple[int, str] | None = None  # the server followed last
         self.row_counters: dict[tuple[str, str], Any] = {}  # ROW_EVENTS children by (table, operation)
         self.handlers: dict[type, tuple[Handler, bool]] = {}  # by event type: (handler, marks liveness)
         self.kinds: tuple[tuple[type | tuple[type, ...], tuple[Handler, bool]], ...] = (
@@ -98,7 +97,7 @@ class Follower:
         self.log_file = position.log_file
         self.source = plan.source.identity
         self.gtids = None if position.gtid is None else tracker(plan.source.flavor, position.gtid)
-        self.following(plan)
+        self.progress.following(plan)
         counters = self.row_counters
         handlers = self.handlers
         quiet = 0
@@ -296,18 +295,6 @@ class Follower:
         the images the configured mode needs can be read from the bytes."""
         rules = self.followed.rules.get(table_map.table)
         return rules is not None and decode.claims(table_map, rules.needed, self.settings.mode == "refresh")
-
-    def following(self, plan: Plan) -> None:
-        """Log and count which server is followed, and how the start was named."""
-        m.RESUMES.labels("gtid" if plan.by_gtid else "position").inc()
-        m.SOURCE_SERVER_ID.set(plan.source.server_id)
-        if self.source_ident is not None and self.source_ident != plan.source.identity:
-            m.SOURCE_CHANGES.inc()
-            self.progress.ring.clear()  # replay points of another server's binlog
-        self.source_ident = plan.source.identity
-        if plan.by_gtid:
-            log.warning("following %s from GTID state %s (the position %s belongs to server_id %d)",
-                        plan.source, plan.position.gtid, plan.position, plan.position.source_id)
 
     def reload_catalog(self) -> None:
         """After DDL on a followed table its columns may differ: resolve the declaration again.

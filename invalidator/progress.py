@@ -16,6 +16,7 @@ from metrics import invalidator as m
 
 from invalidator.lag import reached
 from invalidator.position import Position
+from invalidator.resume import Plan
 
 log = logging.getLogger("invalidator")
 RING_STEP_S = 0.1  # replay points are kept at most this often: an earlier point is always safe
@@ -32,12 +33,25 @@ class Progress:
         self.replay_since: tuple[float | None] | None = None  # set by the failover watch
         self.replay_until: Position | None = None  # refresh is off until the replay passes this
         self.replay_reason = "failover"
+        self.source_ident: tuple[int, str] | None = None  # the server followed last
 
     def restart(self) -> None:
         """Leading begins: the shared saved position decides."""
         self.position = self.saved = None
         self.ring.clear()
         self.replay_since = self.replay_until = None
+
+    def following(self, plan: Plan) -> None:
+        """Log and count which server is followed, and how the start was named."""
+        m.RESUMES.labels("gtid" if plan.by_gtid else "position").inc()
+        m.SOURCE_SERVER_ID.set(plan.source.server_id)
+        if self.source_ident is not None and self.source_ident != plan.source.identity:
+            m.SOURCE_CHANGES.inc()
+            self.ring.clear()  # replay points of another server's binlog
+        self.source_ident = plan.source.identity
+        if plan.by_gtid:
+            log.warning("following %s from GTID state %s (the position %s belongs to server_id %d)",
+                        plan.source, plan.position.gtid, plan.position, plan.position.source_id)
 
     def persisted(self, position: Position) -> None:
         """``position`` is applied and saved."""

@@ -119,17 +119,23 @@ def packets(settings: InvalidatorSettings, begin: tuple[str, int], end: tuple[st
     return out, followed, weights
 
 
-@pytest.mark.parametrize("refresh", [False, True], ids=["delete", "refresh"])
-def test_the_compiled_walk_records_what_the_python_path_records(
-        stack: Stack, fr_table: tuple[pymysql.connections.Connection, Path], refresh: bool,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def written_packets(stack: Stack, fr_table: tuple[pymysql.connections.Connection, Path],
+                    refresh: bool) -> tuple[list[RowsPacket], Followed, Weights]:
+    """The rows events of :func:`write_everything`, read by the connection."""
     conn, config = fr_table
     begin = master_position(conn)
     write_everything(conn)
     end = master_position(conn)
     settings = InvalidatorSettings.from_env({**stack.invalidator_env(), "CACHETAIL_CONFIG": str(config),
                                              "INVALIDATOR_HEARTBEAT_S": "0.5"})
-    events, followed, weights = packets(settings, begin, end, refresh)
+    return packets(settings, begin, end, refresh)
+
+
+@pytest.mark.parametrize("refresh", [False, True], ids=["delete", "refresh"])
+def test_the_compiled_walk_records_what_the_python_path_records(
+        stack: Stack, fr_table: tuple[pymysql.connections.Connection, Path], refresh: bool,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    events, followed, weights = written_packets(stack, fr_table, refresh)
     handled = []
     compiled_apply = fastrows.apply
 
@@ -178,13 +184,7 @@ def test_a_walk_that_gives_up_midway_leaves_the_python_paths_batch(
     """The compiled walk's fallback through decode.add_packet: it writes some entries, gives
     up, and the Python path runs the whole event again over them; the batch is the one the
     Python path alone makes, entry for entry and in order."""
-    conn, config = fr_table
-    begin = master_position(conn)
-    write_everything(conn)
-    end = master_position(conn)
-    settings = InvalidatorSettings.from_env({**stack.invalidator_env(), "CACHETAIL_CONFIG": str(config),
-                                             "INVALIDATOR_HEARTBEAT_S": "0.5"})
-    events, followed, weights = packets(settings, begin, end, refresh)
+    events, followed, weights = written_packets(stack, fr_table, refresh)
     real_plan_for = fastrows.plan_for
     wrappers: list[GivesUpOnTheLastRow] = []
 
