@@ -7,13 +7,16 @@ out is tests/test_invalidator_pipelined.py's and test_invalidator_catchup.py's b
 from __future__ import annotations
 
 import threading
+import types
 from typing import Any
 
 import pytest
+import redis
 
-from invalidator.apply import Batch
+from invalidator.apply import Batch, write_prefix
+from invalidator.leader import LostLeadership
 from invalidator.position import Position
-from invalidator.sending import Group, Sender
+from invalidator.sending import Group, Sender, Sent, Writer
 
 
 class Written:
@@ -179,3 +182,134 @@ def test_leading_ends_the_unread_reply_is_dropped_and_nothing_is_accounted(pipel
     assert applied == [] and advanced == []
     sender.finish()  # nothing left: the position passed is forgotten too
     assert advanced == []
+
+
+# ------------------------------------------- the writer: two scripts on one connection
+
+class FakeConnection:
+    """Answers each script written with ``reply`` (an exception is raised on reading)."""
+
+    def __init__(self) -> None:
+        self.is_connected = True
+        self.written: list[Any] = []
+        self.replies: list[Any] = []
+        self.reply: Any = 1
+
+    def send_command(self, *args: Any, check_health: bool = True) -> None:
+        assert not check_health, "a health check's PING would be answered before the script in flight"
+        self.written.append(args)
+        self.replies.append(self.reply)
+
+    def read_response(self) -> Any:
+        reply = self.replies.pop(0)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    def can_read(self, timeout: float = 0) -> bool:
+        return bool(self.replies)
+
+
+class FakeApplier:
+    """The parts of Applier the writer uses; ``apply`` records what its retries would send."""
+
+    def __init__(self) -> None:
+        self.conn = FakeConnection()
+        self.pool = self
+        self.leadership = types.SimpleNamespace(value="7 me", lost=threading.Event())
+        self.fenced = types.SimpleNamespace(sha="sha1")
+        self.applied: list[tuple[dict[str, bytes], Position | None]] = []
+        self.store = types.SimpleNamespace(committed=CommitLog())
+        self.released: list[bool] = []
+
+    def get_connection(self) -> FakeConnection:
+        return self.conn
+
+    def saved_json(self, position: Position | None) -> bytes:
+        return b"" if position is None else position.to_json()
+
+    def fenced_call(self, value: str, packed: Any, saved: bytes, state: bytes,
+                    marks: Any) -> tuple[list[str], list[Any]]:
+        return list(packed.keys), [value, saved, packed.layout]
+
+    def marks(self, keys: list[str]) -> list[str]:
+        return []
+
+    def before_send(self, batch: Batch) -> None:
+        pass
+
+    def apply(self, batch: Batch, position: Position | None) -> None:
+        self.applied.append((dict(batch.ops), position))
+
+    def release(self, conn: FakeConnection, broken: bool = False) -> None:
+        self.released.append(broken)
+
+    def fenced_off(self, done: Any) -> None:
+        if not done:
+            self.leadership.lost.set()
+            raise LostLeadership("fenced off")
+
+
+class CommitLog(list[Position]):
+    """The position store's ``committed``: the positions acknowledged, in order."""
+
+    def __call__(self, position: Position) -> None:
+        self.append(position)
+
+
+def two_groups() -> tuple[Batch, Batch]:
+    first, later = Batch(True), Batch(True)
+    first.write("both", b"1", 60)
+    first.delete("first")
+    later.write("both", b"2", 60)
+    later.delete("later")
+    return first, later
+
+
+@pytest.fixture
+def writer() -> Any:
+    applier = FakeApplier()
+    return Writer(applier), applier  # type: ignore[arg-type]  # the parts of Applier it uses
+
+
+def test_the_later_script_is_written_before_the_earlier_reply_is_read(writer: Any) -> None:
+    w, applier = writer
+    first, later = two_groups()
+    sent = w.send_behind(first, at(100), None)
+    assert isinstance(sent, Sent) and len(applier.conn.written) == 1 and applier.store.committed == []
+    behind = w.send_behind(later, at(200), sent)
+    assert isinstance(behind, Sent) and behind.conn is sent.conn
+    assert len(applier.conn.written) == 2 and applier.store.committed == [at(100)]  # in order
+    w.receive(behind)
+    assert applier.store.committed == [at(100), at(200)] and applier.applied == []
+
+
+@pytest.mark.parametrize("fault", [redis.ConnectionError("cut"), redis.ResponseError("NOSCRIPT No matching script")],
+                         ids=["cut", "noscript"])
+def test_after_a_fault_both_groups_are_applied_as_one_with_the_later_position(writer: Any, fault: Exception) -> None:
+    w, applier = writer
+    first, later = two_groups()
+    sent = w.send_behind(first, at(100), None)
+    applier.conn.replies[0] = fault  # the first script's reply never comes
+    assert w.send_behind(later, at(200), sent) is None
+    assert applier.applied == [({"both": write_prefix(60) + b"2", "first": b"D", "later": b"D"}, at(200))]
+    assert applier.released == [True] and applier.store.committed == []
+
+
+def test_a_fenced_off_script_stands_the_leader_down(writer: Any) -> None:
+    w, applier = writer
+    first, later = two_groups()
+    applier.conn.reply = 0  # another leader's lease: the script changed nothing
+    sent = w.send_behind(first, at(100), None)
+    with pytest.raises(LostLeadership):
+        w.send_behind(later, at(200), sent)
+    assert applier.leadership.lost.is_set()
+    assert applier.applied == [] and applier.store.committed == [] and applier.released == [True]
+
+
+def test_a_reply_not_wanted_is_dropped_with_its_connection(writer: Any) -> None:
+    w, applier = writer
+    first, _ = two_groups()
+    sent = w.send_behind(first, at(100), None)
+    w.drop(sent)
+    assert applier.released == [True] and applier.store.committed == []
