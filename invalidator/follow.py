@@ -62,6 +62,8 @@ class Replay(Exception):
 
 
 class Follower:
+    """The leader's reader of the binlog: one stream at a time (see the module docstring)."""
+
     def __init__(self, settings: InvalidatorSettings, stop: threading.Event, status: Status,
                  watchdog: Watchdog, leadership: Leadership, applier: Applier, sender: Sender,
                  progress: Progress, recovery: Recovery, followed: Followed, weights: Weights) -> None:

@@ -23,6 +23,8 @@ RING_STEP_S = 0.1  # replay points are kept at most this often: an earlier point
 
 
 class Progress:
+    """The positions of the leader: acknowledged, saved, and the points a replay may start from."""
+
     def __init__(self, replay_window_s: float) -> None:
         self.position: Position | None = None  # applied (acknowledged) up to here
         self.saved: Position | None = None  # persisted up to here

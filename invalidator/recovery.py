@@ -41,6 +41,8 @@ UNBLOCK_SPACING_S = 60.0
 
 
 class Recovery:
+    """The leader's answers to failures, and its MySQL control queries (see the module docstring)."""
+
     def __init__(self, settings: InvalidatorSettings, stop: threading.Event, watchdog: Watchdog,
                  applier: Applier, sender: Sender, progress: Progress) -> None:
         self.settings = settings

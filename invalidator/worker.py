@@ -64,6 +64,8 @@ def build_redis(s: InvalidatorSettings) -> redis.Redis | redis.RedisCluster:
 
 
 class Worker:
+    """One invalidator process: the leader's parts, built once; leads while it holds the lease."""
+
     def __init__(self, settings: InvalidatorSettings, stop: threading.Event | None = None,
                  serve_http: bool = True) -> None:
         s = self.settings = settings
