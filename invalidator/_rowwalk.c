@@ -13,6 +13,11 @@
  * records for the rows before, in the same order: the caller then runs the Python path
  * over the whole event, which reproduces those entries and decides what the rest does.
  * tests/test_invalidator_fastrows.py holds both paths to the same bytes.
+ *
+ * The op format is not known here: invalidator/apply.py owns it and fastrows.py hands
+ * over its pieces, OP_DELETE as Plan's delete_op and write_prefix(ttl) as write_prefix
+ * (a stored value's op is write_prefix + the JSON object).  The operation codes of
+ * Plan.apply are exported as INSERT, UPDATE and DELETE.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -20,7 +25,7 @@
 #include <string.h>
 
 enum { K_SKIP = 0, K_INT = 1, K_UTF8 = 2, K_TIMESTAMP2 = 3, K_DATETIME2 = 4, K_DATE = 5 };
-enum { OP_INSERT = 0, OP_UPDATE = 1, OP_DELETE = 2 };
+enum { ROWS_INSERT = 0, ROWS_UPDATE = 1, ROWS_DELETE = 2 };
 
 typedef struct {
     int size;        /* fixed size, 0 when length-prefixed */
@@ -435,12 +440,12 @@ static PyObject *Plan_apply(Plan *p, PyObject *args) {
         return NULL;
     const unsigned char *d = view.buf;
     int ok = 1;
-    if (start < 0 || end > view.len || start > end || operation < OP_INSERT || operation > OP_DELETE)
+    if (start < 0 || end > view.len || start > end || operation < ROWS_INSERT || operation > ROWS_DELETE)
         ok = 0;
     Py_ssize_t o = start;
     int refresh = p->nserved > 0;
     while (ok && o < end) {
-        int has_before = operation != OP_INSERT, has_after = operation != OP_DELETE;
+        int has_before = operation != ROWS_INSERT, has_after = operation != ROWS_DELETE;
         if (has_before && walk(p, d, &o, end, p->before) < 0) { ok = 0; break; }
         if (has_after && walk(p, d, &o, end, p->after) < 0) { ok = 0; break; }
         if ((has_before && p->before[p->key].null) || (has_after && p->after[p->key].null)) { ok = 0; break; }
@@ -632,7 +637,9 @@ PyMODINIT_FUNC PyInit__rowwalk(void) {
     if (PyModule_AddObject(m, "Plan", (PyObject *)&PlanType) < 0
         || PyModule_AddIntConstant(m, "SKIP", K_SKIP) < 0 || PyModule_AddIntConstant(m, "INT", K_INT) < 0
         || PyModule_AddIntConstant(m, "UTF8", K_UTF8) < 0 || PyModule_AddIntConstant(m, "TIMESTAMP2", K_TIMESTAMP2) < 0
-        || PyModule_AddIntConstant(m, "DATETIME2", K_DATETIME2) < 0 || PyModule_AddIntConstant(m, "DATE", K_DATE) < 0) {
+        || PyModule_AddIntConstant(m, "DATETIME2", K_DATETIME2) < 0 || PyModule_AddIntConstant(m, "DATE", K_DATE) < 0
+        || PyModule_AddIntConstant(m, "INSERT", ROWS_INSERT) < 0 || PyModule_AddIntConstant(m, "UPDATE", ROWS_UPDATE) < 0
+        || PyModule_AddIntConstant(m, "DELETE", ROWS_DELETE) < 0) {
         Py_DECREF(&PlanType);
         Py_DECREF(m);
         return NULL;

@@ -37,9 +37,10 @@ from cachetail.keyspace import Keyspace
 from cachetail.schema import Catalog
 from metrics import invalidator as m
 
+from invalidator.daemon import Daemon
 from invalidator.lag import reached
 from invalidator.position import Position
-from invalidator.source import current_position
+from invalidator.source import close_quietly, current_position
 from invalidator.truth import ABSENT, Target, Truth
 
 log = logging.getLogger("invalidator")
@@ -47,11 +48,12 @@ MAX_QUEUED = 10_000
 SHOWN = 200  # bytes of each value in a log line
 
 
-class Auditor:
+class Auditor(Daemon):
     def __init__(self, *, catalog: Callable[[], Catalog], keyspace: Keyspace, client: redis.Redis | redis.RedisCluster,
                  connect: Callable[[], pymysql.connections.Connection], applied: Callable[[], Position | None],
                  delay_s: float, sample_keys_per_s: float, db_queries_per_s: float, invalidation_share: float,
                  confirm_timeout_s: float = 10.0) -> None:
+        super().__init__("auditor")
         self.catalog, self.keyspace, self.client = catalog, keyspace, client
         self.connect, self.applied = connect, applied
         self.delay_s, self.share, self.confirm_timeout_s = delay_s, invalidation_share, confirm_timeout_s
@@ -60,21 +62,15 @@ class Auditor:
         self.due: list[tuple[float, int, str, float]] = []  # (check at, seq, key, change time)
         self.seq = 0
         self.lock = threading.Lock()
-        self.stopped = threading.Event()
         self.conn: pymysql.connections.Connection | None = None
         self.next_query_at = 0.0
         self.next_sample_at = 0.0
         self.sweep: Iterator[bytes] | None = None
         self.truth: Truth | None = None
         self._truth_of: Catalog | None = None
-        self.thread = threading.Thread(target=self.run, name="auditor", daemon=True)
-
-    def start(self) -> Auditor:
-        self.thread.start()
-        return self
 
     def close(self) -> None:
-        self.stopped.set()
+        super().close()
         self.thread.join(5)
         self._drop_connection()
 
@@ -237,12 +233,8 @@ class Auditor:
         return applied is not None and reached(applied, server)
 
     def _drop_connection(self) -> None:
-        if self.conn is not None:
-            try:
-                self.conn.close()
-            except Exception:  # noqa: BLE001
-                pass
-            self.conn = None
+        close_quietly(self.conn)
+        self.conn = None
 
 
 def _shown(value: object) -> str:

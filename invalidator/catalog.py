@@ -23,6 +23,7 @@ from cachetail.schema import Catalog, resolve
 
 from invalidator.checks import CheckFailed, json_problems
 from invalidator.rules import TableRules, rules_by_table
+from invalidator.source import close_quietly
 
 log = logging.getLogger("invalidator")
 
@@ -83,9 +84,5 @@ class Weights:
         return tuple(str(v) for v in row)
 
     def close(self) -> None:
-        if self.conn is not None:
-            try:
-                self.conn.close()
-            except Exception:  # noqa: BLE001
-                pass
-            self.conn = None
+        close_quietly(self.conn)
+        self.conn = None

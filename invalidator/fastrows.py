@@ -20,29 +20,29 @@ from pymysqlreplication.row_event import RowsEvent
 
 from cachetail.codec_columns import Column
 from cachetail.codec_values import json_str
-from cachetail.keyspace import OP_DELETE
 
-from invalidator.apply import Batch
+from invalidator.apply import OP_DELETE, write_prefix
 from invalidator.rowparse import column_size
 from invalidator.rules import TableRules
 
 try:
     from invalidator import _rowwalk
 except ImportError:  # not built (no compiler where it was installed): the Python path
-    _rowwalk = None  # type: ignore[assignment]
+    _rowwalk = None  # type: ignore[assignment]  # the module or None: every use checks which
 
-OPERATIONS = {"insert": 0, "update": 1, "delete": 2}
 INTEGERS = (FIELD_TYPE.TINY, FIELD_TYPE.SHORT, FIELD_TYPE.INT24, FIELD_TYPE.LONG, FIELD_TYPE.LONGLONG)
-enabled = _rowwalk is not None  # benchmarks compare both paths by turning this off
+BUILT: bool = _rowwalk is not None
+OPERATIONS = {"insert": _rowwalk.INSERT, "update": _rowwalk.UPDATE, "delete": _rowwalk.DELETE} if BUILT else {}
+enabled = BUILT  # benchmarks compare both paths by turning this off
 
 
 def available() -> bool:
-    return _rowwalk is not None
+    return BUILT
 
 
 def describe() -> str:
     """For the start-up log and ``--check``."""
-    if _rowwalk is None:
+    if not BUILT:
         return "pure Python (the compiled row walk invalidator._rowwalk was not built)"
     return "compiled" if enabled else "pure Python (compiled row walk turned off)"
 
@@ -70,7 +70,7 @@ def _kind(served: Column | None, binlog: Any) -> int | None:
 
 def build(table_map_columns: Any, rules: TableRules, refresh: bool) -> Any | None:
     """A Plan for this table map and these rules, or None when the Python path must serve."""
-    if _rowwalk is None or rules.lists or len(rules.entities) != 1:
+    if not BUILT or rules.lists or len(rules.entities) != 1:
         return None
     rule = rules.entities[0]
     entity = rule.entity
@@ -102,17 +102,12 @@ def build(table_map_columns: Any, rules: TableRules, refresh: bool) -> Any | Non
     if len(parts) != 2:
         return None
     served_spec: tuple[tuple[int, bytes], ...] = ()
-    write_prefix = None
+    prefix = None
     if refresh:
         served_spec = tuple((names.index(c.name), (json_str(c.name) + ":").encode("utf-8")) for c in entity.columns)
-        write_prefix = _write_prefix(rule.ttl_s)
-    return _rowwalk.Plan(tuple(specs), names.index(key_name), parts[0], parts[1], OP_DELETE, served_spec, write_prefix)
-
-
-def _write_prefix(ttl_s: int) -> bytes:
-    probe = Batch(True)
-    probe.write("k", b"", ttl_s)
-    return probe.ops["k"]  # exactly what Batch.write puts before the value
+        prefix = write_prefix(rule.ttl_s)
+    # the op format's pieces, from its owner (see the contract at the top of _rowwalk.c)
+    return _rowwalk.Plan(tuple(specs), names.index(key_name), parts[0], parts[1], OP_DELETE, served_spec, prefix)
 
 
 _plans: dict[tuple[int, int, bool], tuple[Any, TableRules, Any]] = {}

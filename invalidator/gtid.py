@@ -17,9 +17,12 @@ from typing import Protocol
 
 from pymysqlreplication.gtid import Gtid, GtidSet
 
-from cachetail.gtid import (  # noqa: F401 - re-exported: the worker's modules import them from here
+from cachetail.gtid import (
     MARIADB, MYSQL, GtidError, covers, format_mariadb, missing_domains, parse_mariadb,
 )
+
+__all__ = ["MARIADB", "MYSQL", "GtidError", "MariaDBTracker", "MySQLTracker", "Tracker", "covers",
+           "missing_domains", "tracker"]  # the worker's modules import cachetail.gtid's names from here
 
 
 class Tracker(Protocol):
@@ -32,19 +35,30 @@ class Tracker(Protocol):
         """The state after the pending transaction (the state unchanged if there was none)."""
 
 
-class MariaDBTracker:
-    """The last GTID per domain; a single-domain state is kept as the GTID's own string."""
+class _Pending:
+    """The GTID of the transaction under way, counted once it commits."""
 
-    def __init__(self, state: str) -> None:
-        self.domains = parse_mariadb(state)
-        self.state = format_mariadb(self.domains)
+    def __init__(self) -> None:
         self.pending: str | None = None
 
     def add(self, gtid: str) -> None:
         self.pending = gtid
 
-    def commit(self) -> str:
+    def taken(self) -> str | None:
         gtid, self.pending = self.pending, None
+        return gtid
+
+
+class MariaDBTracker(_Pending):
+    """The last GTID per domain; a single-domain state is kept as the GTID's own string."""
+
+    def __init__(self, state: str) -> None:
+        super().__init__()
+        self.domains = parse_mariadb(state)
+        self.state = format_mariadb(self.domains)
+
+    def commit(self) -> str:
+        gtid = self.taken()
         if gtid is None:
             return self.state
         domain, server, seq = (int(x) for x in gtid.split("-"))
@@ -57,22 +71,19 @@ class MariaDBTracker:
         return self.state
 
 
-class MySQLTracker:
+class MySQLTracker(_Pending):
     """The executed GTID set, grown by each committed transaction's GTID."""
 
     def __init__(self, state: str) -> None:
+        super().__init__()
         try:
             self.executed = GtidSet(state or None)
         except (ValueError, AttributeError, IndexError) as exc:
             raise GtidError(f"not a MySQL GTID set: {state!r} ({exc})") from None
         self.state = str(self.executed)
-        self.pending: str | None = None
-
-    def add(self, gtid: str) -> None:
-        self.pending = gtid
 
     def commit(self) -> str:
-        gtid, self.pending = self.pending, None
+        gtid = self.taken()
         if gtid is not None:
             one = Gtid(gtid)
             if not any(one in have for have in self.executed.gtids):  # a re-read is no error

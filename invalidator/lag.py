@@ -17,7 +17,6 @@ does not move it; ``consecutive_failures`` counts that case.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -26,6 +25,7 @@ import pymysql
 
 from metrics import invalidator as m
 
+from invalidator.daemon import Daemon
 from invalidator.gtid import MARIADB, MYSQL, GtidError, covers
 from invalidator.position import Position
 from invalidator.source import position_status
@@ -47,25 +47,20 @@ def reached(applied: Position, target: Position) -> bool:
     return False
 
 
-class FollowLag:
+class FollowLag(Daemon):
     """A daemon thread polling the server's binlog end; ``lag_s()`` is safe from any thread."""
 
     def __init__(self, connect: Callable[[], pymysql.connections.Connection],
                  applied: Callable[[], Position | None], interval_s: float = 1.0) -> None:
+        super().__init__("follow-lag")
         self.connect = connect
         self.applied = applied
         self.interval_s = interval_s
         self.polls: deque[tuple[float, Position]] = deque(maxlen=MAX_POLLS)  # not yet reached
         self.caught_up_at = time.monotonic()
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self.run, name="follow-lag", daemon=True)
-
-    def start(self) -> FollowLag:
-        self.thread.start()
-        return self
 
     def close(self) -> None:
-        self.stopped.set()
+        super().close()
         m.FOLLOW_LAG_SECONDS.set(0)
 
     def lag_s(self) -> float:

@@ -113,6 +113,7 @@ class Leadership:
 
     def _renew_loop(self) -> None:
         value = self.value
+        assert value is not None  # renewed only once acquired
         while not self._done.wait(self.lease_s / 3):
             started = time.monotonic()
             try:

@@ -141,7 +141,8 @@ class FilePositionStore:
             os.close(dir_fd)
 
 
-def make_store(kind: str, client: redis.Redis | redis.RedisCluster, keyspace: Keyspace, state_dir: Path) -> PositionStore:
+def make_store(kind: str, client: redis.Redis | redis.RedisCluster, keyspace: Keyspace,
+               state_dir: Path) -> PositionStore:
     if kind == "file":
         return FilePositionStore(state_dir)
     return RedisPositionStore(client, keyspace)

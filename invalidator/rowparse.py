@@ -107,6 +107,7 @@ def _fraction(column: Any) -> Callable[[bytes, int], int]:
     """The microseconds of a TIME2/DATETIME2/TIMESTAMP2 as the library's ``__read_fsp``."""
     fsp = column.fsp
     n = FSP_BYTES[fsp] if 0 <= fsp < len(FSP_BYTES) else 0
+    scale: int = 10 ** (6 - fsp)
 
     def read(data: bytes, offset: int) -> int:
         if n == 0:
@@ -114,7 +115,7 @@ def _fraction(column: Any) -> Callable[[bytes, int], int]:
         micro = int.from_bytes(data[offset:offset + n], "big", signed=True)
         if fsp % 2:
             micro = int(micro / 10)
-        return micro * (10 ** (6 - fsp))
+        return micro * scale
     return read
 
 
@@ -353,13 +354,13 @@ def parsers(table_columns: Sequence[Any], needed: frozenset[str]) -> Parsers | N
     if any(s is None for s in sizes) or not needed <= {c.name for c in table_columns}:
         return None
     readers = [reader(c) for c in table_columns]
-    if any(r is None for c, r in zip(table_columns, readers) if c.name in needed):
+    if any(r is None for c, r in zip(table_columns, readers, strict=True) if c.name in needed):
         return None
     part = [_Column(c.name, s[0], s[1], r if c.name in needed else None)  # type: ignore[index]
-            for c, s, r in zip(table_columns, sizes, readers)]
+            for c, s, r in zip(table_columns, sizes, readers, strict=True)]
     readable = all(r is not None for r in readers)
     whole = [_Column(c.name, s[0], s[1], r)  # type: ignore[index]
-             for c, s, r in zip(table_columns, sizes, readers)]
+             for c, s, r in zip(table_columns, sizes, readers, strict=True)]
     functions = {}
     for operation in ("insert", "update", "delete"):
         functions[(operation, False)] = _rows_function(operation, part, part, False)

@@ -145,9 +145,10 @@ def rules_by_table(catalog: Catalog, keyspace: Keyspace) -> dict[str, TableRules
 def filter_text(f: Filter, value: Any, query: Query) -> str:
     """The text naming ``value`` in a variant: exact spelling (an ENUM's member, as the row
     holds it), or the collation weight."""
-    if not f.by_weight:
+    weigher = f.weigher
+    if not f.by_weight or weigher is None:  # by_weight: a weigher (cachetail.schema)
         return f.codec.text_from_params([value])
-    return f.weigher.known(value) or f.weigher.weigh([value], query)[value]
+    return weigher.known(value) or weigher.weigh([value], query)[value]
 
 
 def _subsets(filters: tuple[Filter, ...]) -> tuple[tuple[Filter, ...], ...]:

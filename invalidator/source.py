@@ -101,3 +101,12 @@ def position_status(conn: pymysql.connections.Connection) -> tuple[Source, Posit
     row = master_status(conn)
     return source, Position(str(row[0]), int(row[1]), source.server_id, source.gtid_pos,
                             source.server_uuid)
+
+
+def close_quietly(conn: pymysql.connections.Connection | None) -> None:
+    """Close a connection that is done with, whatever state it is in."""
+    if conn is not None:
+        try:
+            conn.close()
+        except Exception:  # noqa: BLE001 - a broken connection is closed as far as it can be
+            pass

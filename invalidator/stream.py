@@ -140,8 +140,7 @@ class Stream:
 
 
 def open_stream(settings: InvalidatorSettings, position: Position, source: Source | None = None,
-                by_gtid: bool = False, tables: Sequence[str] = ("users", "products"),
-                claim: Claim | None = None) -> Stream:
+                by_gtid: bool = False, *, tables: Sequence[str], claim: Claim | None = None) -> Stream:
     """Follow from ``position``: by its file and offset on ``source`` (the server it belongs
     to), or with ``by_gtid`` from its GTID state on ``source``, any server with that history.
     ``claim``: which followed tables' rows events are read from their bytes, not by the library."""

@@ -97,7 +97,7 @@ class FailoverWatch:
             return [(0, 16383, _text(run_id), address)]
         for address in list(self._known):
             try:
-                reply = self._client(address).execute_command("CLUSTER", "SLOTS")
+                reply = self._client(address).execute_command("CLUSTER", "SLOTS")  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
             except (redis.RedisError, OSError):
                 continue
             slots: list[tuple[int, int, str, Address]] = []

@@ -40,30 +40,23 @@ _PRE_GA = "rows events of MySQL 5.1.0-5.1.15: follow a MySQL >= 8.0.14 or MariaD
 
 # type code -> (name, what to set on the server)
 UNSUPPORTED: dict[int, tuple[str, str]] = {
-    6: ("LOAD_EVENT", _STATEMENT),
-    8: ("CREATE_FILE_EVENT", _STATEMENT),
-    9: ("APPEND_BLOCK_EVENT", _STATEMENT),
-    10: ("EXEC_LOAD_EVENT", _STATEMENT),
-    11: ("DELETE_FILE_EVENT", _STATEMENT),
-    12: ("NEW_LOAD_EVENT", _STATEMENT),
-    17: ("BEGIN_LOAD_QUERY_EVENT", _STATEMENT),
-    18: ("EXECUTE_LOAD_QUERY_EVENT", _STATEMENT),
-    20: ("PRE_GA_WRITE_ROWS_EVENT", _PRE_GA),
-    21: ("PRE_GA_UPDATE_ROWS_EVENT", _PRE_GA),
-    22: ("PRE_GA_DELETE_ROWS_EVENT", _PRE_GA),
+    **{code: (name, _STATEMENT) for code, name in (
+        (6, "LOAD_EVENT"), (8, "CREATE_FILE_EVENT"), (9, "APPEND_BLOCK_EVENT"), (10, "EXEC_LOAD_EVENT"),
+        (11, "DELETE_FILE_EVENT"), (12, "NEW_LOAD_EVENT"), (17, "BEGIN_LOAD_QUERY_EVENT"),
+        (18, "EXECUTE_LOAD_QUERY_EVENT"))},
+    **{code: (name, _PRE_GA) for code, name in (
+        (20, "PRE_GA_WRITE_ROWS_EVENT"), (21, "PRE_GA_UPDATE_ROWS_EVENT"), (22, "PRE_GA_DELETE_ROWS_EVENT"))},
     26: ("INCIDENT_EVENT", "the server wrote an incident: changes may be missing from its binlog"
          " (its error log says why); nothing to set"),
     39: ("PARTIAL_UPDATE_ROWS_EVENT", "binlog_row_value_options is PARTIAL_JSON (globally or in the"
          f" writing session): set binlog_row_value_options='' {WHERE}"),
     40: ("TRANSACTION_PAYLOAD_EVENT", "binlog_transaction_compression is ON (globally or in the"
          f" writing session): set binlog_transaction_compression=OFF {WHERE}"),
-    165: ("QUERY_COMPRESSED_EVENT", _COMPRESSION),
-    166: ("WRITE_ROWS_COMPRESSED_EVENT_V1", _COMPRESSION),
-    167: ("UPDATE_ROWS_COMPRESSED_EVENT_V1", _COMPRESSION),
-    168: ("DELETE_ROWS_COMPRESSED_EVENT_V1", _COMPRESSION),
-    169: ("WRITE_ROWS_COMPRESSED_EVENT", _COMPRESSION),
-    170: ("UPDATE_ROWS_COMPRESSED_EVENT", _COMPRESSION),
-    171: ("DELETE_ROWS_COMPRESSED_EVENT", _COMPRESSION),
+    **{code: (name, _COMPRESSION) for code, name in (
+        (165, "QUERY_COMPRESSED_EVENT"), (166, "WRITE_ROWS_COMPRESSED_EVENT_V1"),
+        (167, "UPDATE_ROWS_COMPRESSED_EVENT_V1"), (168, "DELETE_ROWS_COMPRESSED_EVENT_V1"),
+        (169, "WRITE_ROWS_COMPRESSED_EVENT"), (170, "UPDATE_ROWS_COMPRESSED_EVENT"),
+        (171, "DELETE_ROWS_COMPRESSED_EVENT"))},
 }
 UNKNOWN = "unknown"  # the metric's label for a type code not named here
 

@@ -17,8 +17,9 @@ from prometheus_client import REGISTRY
 
 from cachetail.scripts import FENCED_APPLY
 from conftest import Stack
-from invalidator.apply import Batch, Sent
+from invalidator.apply import Batch
 from invalidator.position import Position
+from invalidator.sending import Sent, Writer
 from invalidator.settings import InvalidatorSettings
 from invalidator.worker import Worker
 from invalidator_support import master_position, unique_prefix, wait_for
@@ -58,13 +59,15 @@ class CutInsideASend(Worker):
             if sends == self.cut_at:
                 self.cut = kill_dump_threads(self.kill_with)
         self.applier.before_send = seam
-        send_behind = self.applier.send_behind
+        writer = self.sender.transport
+        assert isinstance(writer, Writer)
+        send_behind = writer.send_behind
 
         def counted(batch: Batch, position: Position | None, earlier: Sent | None) -> Sent | None:
             sent = send_behind(batch, position, earlier)
             self.behind += earlier is not None and sent is not None  # written behind one in flight
             return sent
-        self.applier.send_behind = counted  # type: ignore[method-assign]
+        writer.send_behind = counted  # type: ignore[method-assign]  # counts the scripts written behind one
         super().lead()
 
 
@@ -111,7 +114,7 @@ def test_catching_up_sends_from_the_thread_and_a_cut_connection_loses_nothing(
     redis_client.script_load(FENCED_APPLY)  # else the first script meets NOSCRIPT and is retried alone
     stop = threading.Event()
     worker = CutInsideASend(settings, stop, stack)
-    worker.sender = sender = CountingExecutor()
+    worker.sender.executor = sender = CountingExecutor()
     thread = threading.Thread(target=worker.run)
     thread.start()
     try:
@@ -156,7 +159,7 @@ class PausedInsideASend(Worker):
 def test_a_position_is_never_saved_past_a_send_in_flight(stack: Stack, db, redis_client, monkeypatch) -> None:
     """Transactions that touch nothing cached move the position while a send is in flight;
     saving that position from the worker's thread could reach Redis before the send does."""
-    monkeypatch.setattr("invalidator.worker.IDLE_SAVE_S", 0.0)  # such positions are saved at once
+    monkeypatch.setattr("invalidator.follow.IDLE_SAVE_S", 0.0)  # such positions are saved at once
     prefix = unique_prefix()
     settings = InvalidatorSettings.from_env({**stack.invalidator_env(), "CACHE_KEY_PREFIX": prefix,
                                              "INVALIDATOR_HEARTBEAT_S": "1"})
@@ -184,7 +187,8 @@ def test_a_position_is_never_saved_past_a_send_in_flight(stack: Stack, db, redis
     try:
         assert worker.paused.wait(30), "no send"
         assert worker.held_in.startswith("invalidator-send")
-        wait_for(lambda: worker.gtids is not None and worker.gtids.state == last, 30,
+        wait_for(lambda: worker.follower is not None and worker.follower.gtids is not None
+                 and worker.follower.gtids.state == last, 30,
                  "the worker read past them while the send is held")
         saved = json.loads(redis_client.get(ks.invalidator_position()))
         assert (saved["log_file"], saved["log_pos"]) == begin

@@ -16,10 +16,9 @@ import pymysql
 import pytest
 from pymysqlreplication.event import HeartbeatLogEvent
 
-from cachetail.keyspace import OP_DELETE, OP_SET
+from invalidator.apply import OP_DELETE, OP_SET, Batch, write_prefix
 from conftest import Stack
 from invalidator import decode, fastrows
-from invalidator.apply import Batch
 from invalidator.catalog import Followed, Weights
 from invalidator.packets import RowsPacket
 from invalidator.position import Position
@@ -120,17 +119,23 @@ def packets(settings: InvalidatorSettings, begin: tuple[str, int], end: tuple[st
     return out, followed, weights
 
 
-@pytest.mark.parametrize("refresh", [False, True], ids=["delete", "refresh"])
-def test_the_compiled_walk_records_what_the_python_path_records(
-        stack: Stack, fr_table: tuple[pymysql.connections.Connection, Path], refresh: bool,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def written_packets(stack: Stack, fr_table: tuple[pymysql.connections.Connection, Path],
+                    refresh: bool) -> tuple[list[RowsPacket], Followed, Weights]:
+    """The rows events of :func:`write_everything`, read by the connection."""
     conn, config = fr_table
     begin = master_position(conn)
     write_everything(conn)
     end = master_position(conn)
     settings = InvalidatorSettings.from_env({**stack.invalidator_env(), "CACHETAIL_CONFIG": str(config),
                                              "INVALIDATOR_HEARTBEAT_S": "0.5"})
-    events, followed, weights = packets(settings, begin, end, refresh)
+    return packets(settings, begin, end, refresh)
+
+
+@pytest.mark.parametrize("refresh", [False, True], ids=["delete", "refresh"])
+def test_the_compiled_walk_records_what_the_python_path_records(
+        stack: Stack, fr_table: tuple[pymysql.connections.Connection, Path], refresh: bool,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    events, followed, weights = written_packets(stack, fr_table, refresh)
     handled = []
     compiled_apply = fastrows.apply
 
@@ -158,6 +163,55 @@ def test_the_compiled_walk_records_what_the_python_path_records(
     assert any(op == OP_DELETE for op in ops)
 
 
+class GivesUpOnTheLastRow:
+    """A compiled plan that is handed each event one byte short: it records the rows before
+    the last one, then gives up (False), as on bytes it cannot read."""
+
+    def __init__(self, plan: Any) -> None:
+        self.plan = plan
+        self.written: list[int] = []  # entries the compiled walk recorded, per event
+
+    def apply(self, data: bytes, start: int, end: int, operation: int, ops: dict[str, bytes]) -> bool:
+        done = self.plan.apply(data, start, end - 1, operation, ops)
+        self.written.append(len(ops))
+        return bool(done)
+
+
+@pytest.mark.parametrize("refresh", [False, True], ids=["delete", "refresh"])
+def test_a_walk_that_gives_up_midway_leaves_the_python_paths_batch(
+        stack: Stack, fr_table: tuple[pymysql.connections.Connection, Path], refresh: bool,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The compiled walk's fallback through decode.add_packet: it writes some entries, gives
+    up, and the Python path runs the whole event again over them; the batch is the one the
+    Python path alone makes, entry for entry and in order."""
+    events, followed, weights = written_packets(stack, fr_table, refresh)
+    real_plan_for = fastrows.plan_for
+    wrappers: list[GivesUpOnTheLastRow] = []
+
+    def giving_up(table_map: Any, rules: Any, refresh_mode: bool) -> Any:
+        found = real_plan_for(table_map, rules, refresh_mode)
+        assert found is not None, "this table is the compiled walk's"
+        wrappers.append(GivesUpOnTheLastRow(found))
+        return wrappers[-1]
+
+    try:
+        for rows in events:
+            theirs = Batch(refresh)
+            monkeypatch.setattr(fastrows, "enabled", False)
+            decode.add_packet(theirs, rows, followed.rules, weights)
+            monkeypatch.setattr(fastrows, "enabled", True)
+            ours = Batch(refresh)
+            with monkeypatch.context() as patched:
+                patched.setattr(fastrows, "plan_for", giving_up)
+                decode.add_packet(ours, rows, followed.rules, weights)
+            assert list(ours.ops.items()) == list(theirs.ops.items()), rows.operation
+    finally:
+        weights.close()
+    written = [w.written[0] for w in wrappers]
+    assert len(written) == len(events)
+    assert any(n > 0 for n in written), "the compiled walk recorded entries before giving up"
+
+
 # ------------------------------------------- hand-made events: what is handed back
 
 def plan(refresh: bool = False) -> Any:
@@ -166,7 +220,7 @@ def plan(refresh: bool = False) -> Any:
     columns = ((4, 0, rw.INT, 0, False), (0, 1, rw.UTF8 if refresh else rw.SKIP, 0, False),
                (3, 0, rw.DATE if refresh else rw.SKIP, 0, False))
     served = ((1, b'"name":'), (2, b'"born":')) if refresh else ()
-    return rw.Plan(columns, 0, "ct:{t:", "}", OP_DELETE, served, b"=60 " if refresh else None)
+    return rw.Plan(columns, 0, "ct:{t:", "}", OP_DELETE, served, write_prefix(60) if refresh else None)
 
 
 BORN = (1975 << 9 | 1 << 5 | 1).to_bytes(3, "little")  # 1975-01-01
@@ -190,7 +244,10 @@ def test_hand_made_rows_are_read_as_the_server_writes_them() -> None:
     ops = {}
     data = image(7) + image(8, name=b'\xc3\xa9"\n')  # an update that changes the key
     assert plan(refresh=True).apply(data, 0, len(data), 1, ops) is True
-    assert list(ops.items()) == [("ct:{t:7}", OP_DELETE), ("ct:{t:8}", b'=60 {"name":"\xc3\xa9\\"\\n","born":"1975-01-01"}')]
+    written = Batch(True)
+    written.delete("ct:{t:7}")
+    written.write("ct:{t:8}", b'{"name":"\xc3\xa9\\"\\n","born":"1975-01-01"}', 60)  # what the Python path writes
+    assert list(ops.items()) == list(written.ops.items())
 
 
 @pytest.mark.parametrize("case", ["truncated", "trailing byte", "null key", "bad utf-8", "overlong utf-8",

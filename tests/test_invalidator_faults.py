@@ -38,7 +38,8 @@ def saved_position(r: redis.Redis, ks) -> tuple[str, int] | None:
 
 
 @pytest.mark.redis_kinds("single", "cluster")
-def test_sigkill_mid_stream_and_writes_while_down_lose_nothing(stack: Stack, db, redis_client, workers) -> None:
+def test_sigkill_mid_stream_and_writes_while_down_lose_nothing(
+        stack: Stack, db, redis_client, workers) -> None:  # noqa: F811 - the fixture imported from invalidator_support
     w = workers(stack.invalidator_env())
     ks = w.keyspace
     ids = list(range(3001, 3601))
@@ -79,7 +80,7 @@ def test_sigkill_mid_stream_and_writes_while_down_lose_nothing(stack: Stack, db,
 
 
 def test_redis_outage_holds_the_position_and_applies_everything_after(
-        stack: Stack, db, redis_factory, workers) -> None:
+        stack: Stack, db, redis_factory, workers) -> None:  # noqa: F811 - the fixture imported from invalidator_support
     cache = redis_factory()
     w = workers(env_for(stack, cache=cache))
     ks = w.keyspace
@@ -122,7 +123,7 @@ def test_redis_outage_holds_the_position_and_applies_everything_after(
 
 @pytest.mark.redis_kinds("single", "cluster")
 def test_mariadb_restart_reconnects_from_the_saved_position(stack: Stack, mariadb_factory, redis_client,
-                                                            workers) -> None:
+                                                            workers) -> None:  # noqa: F811 - the fixture imported from invalidator_support
     server = mariadb_factory()
     w = workers(env_for(stack, mariadb=server))
     ks = w.keyspace
@@ -164,7 +165,7 @@ def purge_all_but_a_new_binlog(conn: pymysql.connections.Connection) -> None:
 
 @pytest.mark.redis_kinds("single", "cluster")
 def test_purged_binlog_means_full_invalidation_of_owned_keys_only(stack: Stack, mariadb_factory, redis_client,
-                                                                   workers) -> None:
+                                                                   workers) -> None:  # noqa: F811 - the fixture imported from invalidator_support
     server = mariadb_factory()
     w = workers(env_for(stack, mariadb=server))
     ks = w.keyspace
@@ -195,7 +196,7 @@ def test_purged_binlog_means_full_invalidation_of_owned_keys_only(stack: Stack, 
 
 @pytest.mark.redis_kinds("single", "cluster")
 def test_ddl_on_users_clears_user_keys_and_refresh_survives_alter(stack: Stack, mariadb_factory, redis_client,
-                                                                  workers) -> None:
+                                                                  workers) -> None:  # noqa: F811 - the fixture imported from invalidator_support
     server = mariadb_factory()
     w = workers(env_for(stack, mariadb=server), INVALIDATOR_MODE="refresh")
     ks = w.keyspace
@@ -212,7 +213,8 @@ def test_ddl_on_users_clears_user_keys_and_refresh_survives_alter(stack: Stack, 
     conn.close()
 
 
-def test_sigterm_while_redis_is_down_exits_0_without_advancing(stack: Stack, db, redis_factory, workers) -> None:
+def test_sigterm_while_redis_is_down_exits_0_without_advancing(
+        stack: Stack, db, redis_factory, workers) -> None:  # noqa: F811 - the fixture imported from invalidator_support
     cache = redis_factory()
     w = workers(env_for(stack, cache=cache))
     r = redis.Redis(host=cache.host, port=cache.port)
@@ -243,7 +245,7 @@ def test_the_library_never_reconnects_by_itself(stack: Stack, db) -> None:
 
     settings = InvalidatorSettings.from_env({**stack.invalidator_env(), "INVALIDATOR_HEARTBEAT_S": "0.5"})
     file, pos = master_position(db)
-    stream = open_stream(settings, Position(file, pos))
+    stream = open_stream(settings, Position(file, pos), tables=("users", "products"))
     try:
         events = iter(stream)
         next(events)  # the rotate event, then heartbeats: connected
@@ -260,7 +262,8 @@ def test_the_library_never_reconnects_by_itself(stack: Stack, db) -> None:
 
 
 @pytest.mark.redis_kinds("single", "cluster")
-def test_a_position_of_another_server_is_not_used(stack: Stack, redis_client, workers) -> None:
+def test_a_position_of_another_server_is_not_used(
+        stack: Stack, redis_client, workers) -> None:  # noqa: F811 - the fixture imported from invalidator_support
     w = workers(stack.invalidator_env(), start=False)
     ks = w.keyspace
     redis_client.set(ks.invalidator_position(),

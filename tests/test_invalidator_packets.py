@@ -19,10 +19,9 @@ from pymysqlreplication.event import HeartbeatLogEvent, XidEvent
 from pymysqlreplication.row_event import RowsEvent, UpdateRowsEvent, WriteRowsEvent
 
 from cachetail.codec import prepare_binlog_event
-from cachetail.keyspace import OP_SET
+from invalidator.apply import OP_SET, Batch
 from conftest import Stack
 from invalidator import decode
-from invalidator.apply import Batch
 from invalidator.catalog import Followed, Weights, load_catalog
 from invalidator.packets import WANTED, BinlogConnection, RowsPacket
 from invalidator.position import Position

@@ -20,9 +20,11 @@ import redis
 from cachetail.keyspace import Keyspace
 from cachetail.scripts import FENCED_APPLY
 from conftest import Stack
-from invalidator.apply import REDIS_ERRORS, Applier, Batch, Sent
+from invalidator.apply import Batch
+from invalidator.applier import REDIS_ERRORS, Applier
 from invalidator.leader import Leadership, LostLeadership
 from invalidator.position import Position, RedisPositionStore
+from invalidator.sending import Sent, Writer
 from invalidator_support import unique_prefix, wait_for
 
 
@@ -72,15 +74,15 @@ def test_the_sender_writes_the_next_script_before_reading_the_reply(applier: App
     control = applier.client
     control.execute_command("CLIENT", "PAUSE", 10_000, "WRITE")  # Redis runs no write until unpaused
     try:
-        sent = applier.send_behind(first, Position("binlog.000001", 100), None)
+        sent = Writer(applier).send_behind(first, Position("binlog.000001", 100), None)
         assert isinstance(sent, Sent)  # returned without a reply: none can exist yet
         assert control.get(keys["first"]) is None and saved(applier) is None
     finally:
         control.execute_command("CLIENT", "UNPAUSE")
-    behind = applier.send_behind(later, Position("binlog.000001", 200), sent)
+    behind = Writer(applier).send_behind(later, Position("binlog.000001", 200), sent)
     assert isinstance(behind, Sent) and behind.conn is sent.conn  # one connection: Redis keeps the order
     assert saved(applier) in (100, 200)  # the first is acknowledged; the second may have run too
-    applier.receive(behind)
+    Writer(applier).receive(behind)
     settled_state(applier, keys)
 
 
@@ -90,9 +92,10 @@ def written_then_cut(applier: Applier, batch: Batch, log_pos: int) -> Sent:
     control = applier.client
     control.execute_command("CLIENT", "PAUSE", 10_000, "WRITE")
     try:
-        sent = applier.send_behind(batch, Position("binlog.000001", log_pos), None)
+        sent = Writer(applier).send_behind(batch, Position("binlog.000001", log_pos), None)
         assert isinstance(sent, Sent)
-        local = "%s:%d" % sent.conn._sock.getsockname()[:2]  # the sender's end, as Redis names it
+        host, port = sent.conn._sock.getsockname()[:2]
+        local = f"{host}:{port}"  # the sender's end, as Redis names it
         assert control.client_kill_filter(addr=local) == 1
     finally:
         control.execute_command("CLIENT", "UNPAUSE")
@@ -103,7 +106,7 @@ def test_a_connection_lost_before_redis_ran_either_applies_both_in_order(applier
     first, later, keys = groups(applier)
     sent = written_then_cut(applier, first, 100)
     assert applier.client.get(keys["first"]) is None and saved(applier) is None
-    assert applier.send_behind(later, Position("binlog.000001", 200), sent) is None  # both, acknowledged
+    assert Writer(applier).send_behind(later, Position("binlog.000001", 200), sent) is None  # both, acknowledged
     settled_state(applier, keys)
 
 
@@ -113,7 +116,7 @@ def test_replies_lost_after_redis_ran_both_apply_both_again_in_order(
     first reply was read: the retry must not leave the first group's value on a key the
     second one changed."""
     first, later, keys = groups(applier)
-    sent = applier.send_behind(first, Position("binlog.000001", 100), None)
+    sent = Writer(applier).send_behind(first, Position("binlog.000001", 100), None)
     assert isinstance(sent, Sent)
     wait_for(lambda: saved(applier) == 100, 10, "Redis ran the first script")
     reads = []
@@ -125,7 +128,7 @@ def test_replies_lost_after_redis_ran_both_apply_both_again_in_order(
         raise redis.ConnectionError("Connection reset by peer")
 
     monkeypatch.setattr(sent.conn, "read_response", broken_read)
-    assert applier.send_behind(later, Position("binlog.000001", 200), sent) is None
+    assert Writer(applier).send_behind(later, Position("binlog.000001", 200), sent) is None
     assert reads == [b'{"v": 2}']  # both had run when the connection broke
     settled_state(applier, keys)
 
@@ -133,20 +136,20 @@ def test_replies_lost_after_redis_ran_both_apply_both_again_in_order(
 def test_a_flushed_script_cache_is_retried_through_the_loading_path(applier: Applier) -> None:
     first, later, keys = groups(applier)
     applier.client.script_flush()  # as after a restart or a failover: the EVALSHA meets NOSCRIPT
-    sent = applier.send_behind(first, Position("binlog.000001", 100), None)
+    sent = Writer(applier).send_behind(first, Position("binlog.000001", 100), None)
     assert isinstance(sent, Sent)
-    assert applier.send_behind(later, Position("binlog.000001", 200), sent) is None
+    assert Writer(applier).send_behind(later, Position("binlog.000001", 200), sent) is None
     settled_state(applier, keys)
 
 
 def test_a_lease_lost_with_two_in_flight_writes_nothing(applier: Applier) -> None:
     first, later, keys = groups(applier)
     leader = applier.keyspace.invalidator_leader()
-    applier.client.set(leader, "999 another-host %d" % os.getpid())  # a newer leader took over
-    sent = applier.send_behind(first, Position("binlog.000001", 100), None)
+    applier.client.set(leader, f"999 another-host {os.getpid()}")  # a newer leader took over
+    sent = Writer(applier).send_behind(first, Position("binlog.000001", 100), None)
     assert isinstance(sent, Sent)
     with pytest.raises(LostLeadership):
-        applier.send_behind(later, Position("binlog.000001", 200), sent)
+        Writer(applier).send_behind(later, Position("binlog.000001", 200), sent)
     assert applier.leadership.lost.is_set()
     assert applier.client.exists(keys["both"], keys["first"], keys["later"]) == 0
     assert applier.client.exists(keys["gone"]) == 1 and saved(applier) is None
@@ -156,7 +159,7 @@ def test_a_reply_read_after_a_cut_is_applied_again(applier: Applier) -> None:
     first, _, keys = groups(applier)
     sent = written_then_cut(applier, first, 100)
     assert applier.client.get(keys["first"]) is None
-    applier.receive(sent)
+    Writer(applier).receive(sent)
     assert applier.client.get(keys["first"]) == b'{"v": 1}' and saved(applier) == 100
 
 
