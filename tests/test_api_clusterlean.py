@@ -15,10 +15,10 @@ from redis.exceptions import ResponseError
 
 from api.clusterlean import ClusterLean
 from api.clustermap import parse_shards, parse_slots
-from api_support import Delta, anyio_backend  # noqa: F401
 from cachetail.devstack import RedisCluster
 from cachetail.keyspace import key_slot
 from cachetail.settings import RedisSettings
+from support.api import Delta
 
 pytestmark = pytest.mark.anyio
 

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from api_support import Delta, anyio_backend, assert_json_error, nearcache, running, sample  # noqa: F401
 from cachetail.keyspace import Keyspace
+from support.api import Delta, assert_json_error, running, sample
 
 pytestmark = pytest.mark.anyio
 KEYS = Keyspace()

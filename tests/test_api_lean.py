@@ -15,7 +15,6 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from api.lean import LeanRedis
-from api_support import anyio_backend  # noqa: F401
 from cachetail.settings import RedisSettings
 
 pytestmark = pytest.mark.anyio

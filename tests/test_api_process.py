@@ -15,9 +15,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from api_support import api_process, free_port
 from api.metrics_endpoint import forget_dead_workers
-from cachetail.devstack import terminate
+from cachetail.devstack import free_port, terminate
+from support.api import api_process
 
 
 def _clean_env(**env: str) -> dict[str, str]:

@@ -10,9 +10,9 @@ import time
 import pymysql
 import pytest
 
-from api_support import Delta, anyio_backend, fills, nearcache, running, selects  # noqa: F401
 from cachetail.keyspace import LEASE, NEGATIVE, Keyspace
-from lab import products_generation, products_page
+from support.api import Delta, fills, running, selects
+from support.lab import products_generation, products_page
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis_kinds("single", "cluster")]
 KEYS = Keyspace()

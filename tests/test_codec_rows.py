@@ -13,12 +13,11 @@ import struct
 from collections.abc import Iterator
 from typing import Any
 
-import pymysql
 import pytest
 
 from cachetail.codec import RowCodec, load_columns
-from conftest import Stack
-from codec_support import SCHEMA, Image, binlog_images, connect, fresh_schema, position
+from support.codec import SCHEMA, Image, binlog_images, connect, fresh_schema, position
+from support.stack import Stack
 
 FSPS = range(7)
 COLUMNS: list[tuple[str, str]] = [

@@ -13,10 +13,10 @@ import random
 import time
 
 import pytest
+from support.api import running
+from support.stack import Stack
+from support.waiting import wait_for
 
-from api_support import anyio_backend, nearcache, running  # noqa: F401
-from conftest import Stack
-from invalidator_support import wait_for, workers  # noqa: F401
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis_kinds("single", "cluster")]
 

@@ -17,7 +17,6 @@ import pytest
 from pymysqlreplication.event import HeartbeatLogEvent
 
 from cachetail.keyspace import OP_DELETE, OP_SET
-from conftest import Stack
 from invalidator import decode, fastrows
 from invalidator.apply import Batch
 from invalidator.catalog import Followed, Weights
@@ -25,8 +24,9 @@ from invalidator.packets import RowsPacket
 from invalidator.position import Position
 from invalidator.settings import InvalidatorSettings
 from invalidator.stream import open_stream
-from invalidator_support import master_position
-from test_invalidator_packets import followed_tables
+from support.binlog import followed_tables
+from support.invalidator import master_position
+from support.stack import Stack
 
 COLUMNS = """
   id BIGINT NOT NULL PRIMARY KEY,

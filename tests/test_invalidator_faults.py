@@ -12,10 +12,11 @@ import time
 import pymysql
 import pytest
 import redis
+from support.invalidator import get_all, master_position, put_all
+from support.lab import products_page, user_bytes
+from support.stack import Stack
+from support.waiting import wait_for
 
-from conftest import Stack
-from invalidator_support import get_all, master_position, put_all, wait_for, workers  # noqa: F401
-from lab import products_page, user_bytes
 
 STALE = b'{"stale":1}'
 

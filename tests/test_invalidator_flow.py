@@ -12,10 +12,11 @@ import pytest
 import redis
 
 from cachetail.keyspace import LEASE, NEGATIVE
-from lab import catalog, products_generation
 from cachetail.settings import MySQLSettings
-from conftest import Stack
-from invalidator_support import master_position, wait_for, workers  # noqa: F401
+from support.invalidator import master_position
+from support.lab import catalog, products_generation
+from support.stack import Stack
+from support.waiting import wait_for
 
 def cold_read_bytes(stack: Stack, user_id: int) -> bytes:
     """What the API stores on a cold read: its SELECT, its connection settings, its codec."""

@@ -12,11 +12,12 @@ import pytest
 
 from cachetail.devstack import ROOT
 from cachetail.keyspace import Keyspace
-from conftest import Stack
 from invalidator.apply import Batch
 from invalidator.settings import InvalidatorSettings
 from invalidator.worker import Worker
-from invalidator_support import master_position, unique_prefix, wait_for, workers  # noqa: F401
+from support.invalidator import master_position, unique_prefix
+from support.stack import Stack
+from support.waiting import wait_for
 
 pytestmark = pytest.mark.redis_kinds("single", "cluster")
 STALE = b'{"stale":true}'

@@ -18,11 +18,12 @@ import pytest
 import redis
 
 from cachetail.keyspace import FENCED_APPLY, Keyspace
-from conftest import Stack
 from invalidator.apply import REDIS_ERRORS, Applier, Batch, Sent
 from invalidator.leader import Leadership, LostLeadership
 from invalidator.position import Position, RedisPositionStore
-from invalidator_support import unique_prefix, wait_for
+from support.invalidator import unique_prefix
+from support.stack import Stack
+from support.waiting import wait_for
 
 
 @pytest.fixture

@@ -13,10 +13,10 @@ from collections.abc import Iterator
 import pymysql
 import pytest
 
-from conftest import Stack
 from invalidator.settings import InvalidatorSettings
-from invalidator_support import master_position
-from test_invalidator_decode import read_events
+from support.binlog import read_events
+from support.invalidator import master_position
+from support.stack import Stack
 
 COLUMNS = """
   id INT UNSIGNED PRIMARY KEY,

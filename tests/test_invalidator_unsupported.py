@@ -26,15 +26,16 @@ import pymysql
 import pytest
 import redis
 
-from binlog_splice import SpliceProxy, gtid_of, maps_table, partial_update, transaction_payload
 from cachetail.codec_columns import Column
 from cachetail.devstack import ROOT
-from conftest import Stack
 from invalidator.checks import CheckFailed, binlog_problems, check_binlog, json_problems, server_id_in_use
 from invalidator.packets import WANTED, Filter
 from invalidator.unsupported import NO_CHANGES, UNSUPPORTED, UnsupportedEvent
-from invalidator_support import master_position, wait_for, workers  # noqa: F401
-from lab import products_generation, products_page
+from support.binlog_splice import SpliceProxy, gtid_of, maps_table, partial_update, transaction_payload
+from support.invalidator import master_position
+from support.lab import products_generation, products_page
+from support.stack import Stack
+from support.waiting import wait_for
 
 STALE = b'{"stale":1}'
 GOOD = {"log_bin": "ON", "binlog_format": "ROW", "binlog_row_image": "FULL", "binlog_row_metadata": "FULL"}

@@ -17,10 +17,10 @@ from typing import Any
 import httpx
 import pytest
 
-from api_support import Delta, anyio_backend, api_process, assert_json_error, nearcache, running  # noqa: F401
 from cachetail.keyspace import Keyspace
-from invalidator_support import WorkerProcess, workers  # noqa: F401
-from test_replica_reads import Replicated, applied, metric, pair, replicated, tag, update, wait_applied  # noqa: F401
+from support.api import Delta, api_process, assert_json_error, running
+from support.invalidator import WorkerProcess
+from support.replication import applied, metric, tag, update, wait_applied
 
 pytestmark = pytest.mark.anyio
 HEADER = "Cachetail-Min-GTID"

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from api_support import api_process
 from cachetail.devstack import MariaDB, load_example
-from conftest import API_PASSWORD, INVALIDATOR_PASSWORD, Stack, start_mariadb
+from support.api import api_process
+from support.stack import API_PASSWORD, INVALIDATOR_PASSWORD, Stack, start_mariadb
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))

@@ -17,8 +17,8 @@ import time
 import redis
 
 from cachetail.devstack import RedisCluster, RedisServer
-from conftest import Stack
-from invalidator_support import wait_for, workers  # noqa: F401
+from support.stack import Stack
+from support.waiting import wait_for
 
 STALE = b'{"stale":true}'
 

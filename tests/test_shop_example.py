@@ -14,8 +14,8 @@ import pytest
 from cachetail import config, schema
 from cachetail.collation import Weigher
 from cachetail.devstack import EXAMPLES_DIR, DevStackError, MariaDB, load_example
-from cli_support import SHOP, cachetail
-from conftest import API_PASSWORD, INVALIDATOR_PASSWORD, start_mariadb
+from support.cli import SHOP, cachetail
+from support.stack import API_PASSWORD, INVALIDATOR_PASSWORD, start_mariadb
 
 TABLES = ("customers", "orders", "order_lines", "gift_cards")
 COUNTS = {"customers": 503, "orders": 2000, "order_lines": 10760, "gift_cards": 200}

@@ -21,12 +21,13 @@ from typing import Any
 import pymysql
 import pytest
 
-from api_support import Delta, anyio_backend, fills, nearcache, running, selects  # noqa: F401
 from cachetail import config, schema
 from cachetail.devstack import MariaDB, load_example
 from cachetail.keyspace import Keyspace
-from conftest import API_PASSWORD, INVALIDATOR_PASSWORD, Stack, start_mariadb
-from invalidator_support import WorkerProcess, wait_for, workers  # noqa: F401
+from support.api import Delta, running, selects
+from support.invalidator import WorkerProcess
+from support.stack import API_PASSWORD, INVALIDATOR_PASSWORD, Stack, start_mariadb
+from support.waiting import wait_for
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis_kinds("single", "cluster")]
 SHOP_TOML = Path(__file__).resolve().parent.parent / "examples" / "shop.toml"

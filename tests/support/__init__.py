@@ -1,0 +1,7 @@
+"""What the tests share: fixtures (plugins that tests/conftest.py loads) and helpers.
+
+Plugins: :mod:`support.servers` (MariaDB and Redis on free ports), :mod:`support.redis_kinds`
+(``@pytest.mark.redis_kinds``), :mod:`support.api` (the app in-process or as a process),
+:mod:`support.invalidator` (the worker as a process), :mod:`support.replication` (a primary
+and its replica).  Test modules import helpers from here and never fixtures.
+"""
