@@ -10,4 +10,5 @@ pytest_plugins = [
     "support.api",
     "support.invalidator",
     "support.replication",
+    "support.shop",
 ]
