@@ -190,7 +190,8 @@ def test_hand_made_rows_are_read_as_the_server_writes_them() -> None:
     ops = {}
     data = image(7) + image(8, name=b'\xc3\xa9"\n')  # an update that changes the key
     assert plan(refresh=True).apply(data, 0, len(data), 1, ops) is True
-    assert list(ops.items()) == [("ct:{t:7}", OP_DELETE), ("ct:{t:8}", b'=60 {"name":"\xc3\xa9\\"\\n","born":"1975-01-01"}')]
+    assert list(ops.items()) == [("ct:{t:7}", OP_DELETE),
+                                 ("ct:{t:8}", b'=60 {"name":"\xc3\xa9\\"\\n","born":"1975-01-01"}')]
 
 
 @pytest.mark.parametrize("case", ["truncated", "trailing byte", "null key", "bad utf-8", "overlong utf-8",

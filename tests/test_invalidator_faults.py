@@ -97,7 +97,7 @@ def test_redis_outage_holds_the_position_and_applies_everything_after(
                 cur.execute("UPDATE users SET full_name = CONCAT(full_name, '~') WHERE id = %s", (i,))
         wait_for(lambda: w.metric('cachetail_invalidator_reconnects_total{target="redis"}') >= 1, 10)
         position_gauge = w.metric("cachetail_invalidator_binlog_position")
-        time.sleep(1.5)
+        time.sleep(1.5)  # the subject: nothing moves while Redis is frozen, so no state to wait on
         assert w.metric("cachetail_invalidator_binlog_position") == position_gauge
         assert w.proc.poll() is None
         check = subprocess.run([sys.executable, "-m", "invalidator", "--check", "--env-file", "/nonexistent"],
@@ -113,7 +113,7 @@ def test_redis_outage_holds_the_position_and_applies_everything_after(
     cache.stop()
     with db.cursor() as cur:
         cur.execute("UPDATE users SET full_name = CONCAT(full_name, '~') WHERE id = 4001")
-    time.sleep(1.0)
+    time.sleep(1.0)  # the subject: a while with Redis gone, and the worker has not exited
     assert w.proc.poll() is None
     cache.start()
     r = redis.Redis(host=cache.host, port=cache.port)

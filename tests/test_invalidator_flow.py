@@ -129,7 +129,7 @@ def test_refresh_stores_the_bytes_a_cold_read_stores(stack: Stack, db, redis_cli
         new_id = cur.lastrowid
     for user_id in (21, new_id):
         expected = cold_read_bytes(stack, user_id)
-        wait_for(lambda: redis_client.get(ks.user(user_id)) == expected,
+        wait_for(lambda u=user_id, e=expected: redis_client.get(ks.user(u)) == e,
                  what=f"user {user_id} refreshed to {expected!r}")
         ttl = redis_client.ttl(ks.user(user_id))
         assert 3500 < ttl <= 3600

@@ -92,7 +92,7 @@ def written_then_cut(applier: Applier, batch: Batch, log_pos: int) -> Sent:
     try:
         sent = applier.send_behind(batch, Position("binlog.000001", log_pos), None)
         assert isinstance(sent, Sent)
-        local = "%s:%d" % sent.conn._sock.getsockname()[:2]  # the sender's end, as Redis names it
+        local = "{}:{}".format(*sent.conn._sock.getsockname()[:2])  # the sender's end, as Redis names it
         assert control.client_kill_filter(addr=local) == 1
     finally:
         control.execute_command("CLIENT", "UNPAUSE")
@@ -142,7 +142,7 @@ def test_a_flushed_script_cache_is_retried_through_the_loading_path(applier: App
 def test_a_lease_lost_with_two_in_flight_writes_nothing(applier: Applier) -> None:
     first, later, keys = groups(applier)
     leader = applier.keyspace.invalidator_leader()
-    applier.client.set(leader, "999 another-host %d" % os.getpid())  # a newer leader took over
+    applier.client.set(leader, f"999 another-host {os.getpid()}")  # a newer leader took over
     sent = applier.send_behind(first, Position("binlog.000001", 100), None)
     assert isinstance(sent, Sent)
     with pytest.raises(LostLeadership):

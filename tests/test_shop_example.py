@@ -94,9 +94,9 @@ def test_every_sample_row_is_served(api_conn: pymysql.connections.Connection) ->
         '"preferences":{"locale":"fr-FR","newsletter":true,"note":"déjà vu 🥐"},'
         '"created_at":"2023-06-01T12:00:00.125","updated_at":"2024-02-01T08:00:00.500Z"}').encode()
     assert served["order"]["90:100097"] == (
-        '{"customer_id":90,"order_id":100097,"status":"Shipped","placed_at":"2024-01-02T03:29:00.007",'
-        '"shipped_at":"2024-01-04T03:29:00.067Z","total":"1481.03","currency":"GBP","note":null,'
-        '"shipping":{"method":"express","parcels":2,"insured":true},"updated_at":"2024-01-06T03:29:00.000Z"}').encode()
+        b'{"customer_id":90,"order_id":100097,"status":"Shipped","placed_at":"2024-01-02T03:29:00.007",'
+        b'"shipped_at":"2024-01-04T03:29:00.067Z","total":"1481.03","currency":"GBP","note":null,'
+        b'"shipping":{"method":"express","parcels":2,"insured":true},"updated_at":"2024-01-06T03:29:00.000Z"}')
     assert served["gift_card"]["5ca1ab1e000040008000000000000006"] == (
         '{"id":"5ca1ab1e-0000-4000-8000-000000000006","customer_id":79,"initial_value":"50.00",'
         '"balance":"12.50","currency":"EUR","state":"active","flags":6,"message":"Happy birthday 🎂",'
