@@ -15,7 +15,8 @@ from cachetail import config, schema
 from cachetail.collation import Weigher
 from cachetail.devstack import EXAMPLES_DIR, DevStackError, MariaDB, load_example
 from support.cli import SHOP, cachetail
-from support.stack import API_PASSWORD, INVALIDATOR_PASSWORD, start_mariadb
+from support.shop import start_shop
+from support.stack import API_PASSWORD, INVALIDATOR_PASSWORD
 
 TABLES = ("customers", "orders", "order_lines", "gift_cards")
 COUNTS = {"customers": 503, "orders": 2000, "order_lines": 10760, "gift_cards": 200}
@@ -23,13 +24,10 @@ COUNTS = {"customers": 503, "orders": 2000, "order_lines": 10760, "gift_cards": 
 
 @pytest.fixture(scope="module")
 def shop_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MariaDB]:
-    """A MariaDB of its own (the lab's schema and accounts) with the shop loaded."""
-    server = start_mariadb(tmp_path_factory.mktemp("shop"))
-    try:
-        load_example(server, "shop", API_PASSWORD, INVALIDATOR_PASSWORD)
-        yield server
-    finally:
-        server.kill()
+    """Its own: these tests count the rows the shop protocol tests add to theirs."""
+    server = start_shop(tmp_path_factory.mktemp("shop"))
+    yield server
+    server.kill()
 
 
 @pytest.fixture

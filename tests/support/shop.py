@@ -5,6 +5,7 @@ its rows' keys, paths and cold bytes."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pymysql
@@ -28,14 +29,22 @@ def order_path(order_id: int) -> str:
     return f"/orders/{customer_of(order_id)}/{order_id}"
 
 
-@pytest.fixture(scope="session")
-def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MariaDB]:
-    server = start_mariadb(tmp_path_factory.mktemp("shop"))
+def start_shop(base: Path) -> MariaDB:
+    """A MariaDB of its own (the lab's schema and accounts) with the shop loaded."""
+    server = start_mariadb(base)
     try:
         load_example(server, "shop", API_PASSWORD, INVALIDATOR_PASSWORD)
-        yield server
-    finally:
+    except BaseException:
         server.kill()
+        raise
+    return server
+
+
+@pytest.fixture(scope="session")
+def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MariaDB]:
+    server = start_shop(tmp_path_factory.mktemp("shop"))
+    yield server
+    server.kill()
 
 
 @pytest.fixture
