@@ -30,8 +30,8 @@ from api.nearcache import NearCache
 from api.redisconn import REDIS_FAILURES, Guard, RedisUnavailable
 from cachetail import keyspace
 from cachetail.gtid import GtidState
-from cachetail.keyspace import (CAS_STORE, ENTITY_LEASE, LEASE_RELEASE, LIST_CAS_STORE, LIST_LEASE, Keyspace,
-                                is_lease, is_negative, stamp, unstamp)
+from cachetail.keyspace import Keyspace, is_lease, is_negative, stamp, unstamp
+from cachetail.scripts import CAS_STORE, ENTITY_LEASE, LEASE_RELEASE, LIST_CAS_STORE, LIST_LEASE
 from cachetail.settings import CacheSettings
 from metrics.api import CACHE_FILLS, CACHE_LOOKUP_SECONDS, CACHE_LOOKUPS, FILLS_IN_FLIGHT, HOT
 from metrics.batched import Counted, Timed
