@@ -141,7 +141,7 @@ def test_the_auditor_is_on_by_default_and_can_be_switched_off(stack: Stack, work
 
 def test_keys_are_named_back_into_what_they_cache(stack: Stack, db) -> None:
     from invalidator.truth import Truth
-    from lab import catalog
+    from support.lab import catalog
 
     truth = Truth(catalog(db), Keyspace())
     ks = Keyspace()

@@ -9,7 +9,7 @@
   server's settings are right again, then a full invalidation.
 
 No MySQL 8 server runs here.  The MySQL 8 events (40, 39) are built from their documented
-layouts out of what a real MariaDB sends (tests/binlog_splice.py) and put in a live
+layouts out of what a real MariaDB sends (tests/support/binlog_splice.py) and put in a live
 stream; MariaDB's own compressed rows event comes from a real server with
 log_bin_compress=ON.
 """
