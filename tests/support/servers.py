@@ -8,6 +8,7 @@ from ``mariadb_factory`` / ``redis_factory`` / ``cluster_factory``.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
 
 import pymysql
 import pytest
@@ -16,6 +17,8 @@ import redis
 from cachetail.devstack import MariaDB, RedisCluster, RedisServer
 from cachetail.tcpproxy import TcpProxy
 from support.stack import DatabasePair, Stack, next_server_id, start_mariadb
+
+S = TypeVar("S", MariaDB, RedisServer)
 
 
 @pytest.fixture(scope="session")
@@ -63,35 +66,39 @@ def redis_client(stack: Stack) -> Iterator[redis.Redis | redis.RedisCluster]:
     client.close()
 
 
+def _each_killed(make: Callable[..., S]) -> Iterator[Callable[..., S]]:
+    """``make``, every server it started killed at teardown."""
+    started: list[S] = []
+
+    def tracked(*args: Any, **kwargs: Any) -> S:
+        started.append(server := make(*args, **kwargs))
+        return server
+
+    yield tracked
+    for server in started:
+        server.kill()
+
+
 @pytest.fixture
 def mariadb_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., MariaDB]]:
     """Private MariaDB servers (schema and accounts loaded) that a test may stop or kill."""
-    started: list[MariaDB] = []
 
     def make(extra_args: Sequence[str] = ()) -> MariaDB:
-        server = start_mariadb(tmp_path_factory.mktemp("mariadb"), extra_args)
-        started.append(server)
-        return server
+        return start_mariadb(tmp_path_factory.mktemp("mariadb"), extra_args)
 
-    yield make
-    for server in started:
-        server.kill()
+    yield from _each_killed(make)
 
 
 @pytest.fixture
 def redis_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., RedisServer]]:
     """Private Redis servers that a test may stop, kill and start again."""
-    started: list[RedisServer] = []
 
     def make(password: str | None = None) -> RedisServer:
         server = RedisServer(tmp_path_factory.mktemp("redis"), password=password)
         server.start()
-        started.append(server)
         return server
 
-    yield make
-    for server in started:
-        server.kill()
+    yield from _each_killed(make)
 
 
 @pytest.fixture
