@@ -26,8 +26,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from api_support import api_process  # noqa: E402
-from cachetail.devstack import MariaDB, RedisServer, load_example, load_schema  # noqa: E402
+from support.api import api_process  # noqa: E402 - tests/ on the path first (above)
+from cachetail.devstack import MariaDB, RedisServer, load_example, load_schema  # noqa: E402 - after the path set-up
 
 
 def run(url: str, examples: int, work: Path) -> tuple[int, str, float]:

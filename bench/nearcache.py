@@ -67,8 +67,7 @@ def _fire(probes: Sequence[str], client: redis.Redis, keys: Keyspace, ids: range
             stale += http.get(f"{url}/user/{user_id}").headers.get("x-cache-tier") == "near"
         next_at += gap
         time.sleep(max(0.0, next_at - time.monotonic()))
-    time.sleep(0.3)
-    seen_by = [http.get(f"{url}/_probe/arrivals").json() for url in probes]
+    seen_by = _arrivals(probes, set(sent), http)
     delays, lost = [], 0
     for key, t0 in sent.items():
         seen = [found["arrivals"].get(key) for found in seen_by]
@@ -80,6 +79,18 @@ def _fire(probes: Sequence[str], client: redis.Redis, keys: Keyspace, ids: range
             "tracking_resets": sum(found["resets"] for found in seen_by),
             "p50_s": percentile(delays, 0.5), "p90_s": percentile(delays, 0.9),
             "p99_s": percentile(delays, 0.99), "max_s": max(delays) if delays else None}
+
+
+def _arrivals(probes: Sequence[str], keys: set[str], http: httpx.Client,
+              patience_s: float = 5.0) -> list[dict[str, Any]]:
+    """Every probe's record, once each has seen every key or ``patience_s`` has passed
+    (a key still missing then counts as lost): a loaded machine delays, it does not lose."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        seen_by = [http.get(f"{url}/_probe/arrivals").json() for url in probes]
+        if all(keys <= found["arrivals"].keys() for found in seen_by) or time.monotonic() > deadline:
+            return seen_by
+        time.sleep(0.05)
 
 
 def measure(probes: Sequence[str], settings: RedisSettings, keys: Keyspace, *, samples: int,

@@ -5,8 +5,7 @@ slot map from CLUSTER SHARDS and CLUSTER SLOTS, and redis-py's exceptions."""
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 import redis
@@ -15,10 +14,11 @@ from redis.exceptions import ResponseError
 
 from api.clusterlean import ClusterLean
 from api.clustermap import parse_shards, parse_slots
-from api_support import Delta, anyio_backend  # noqa: F401
 from cachetail.devstack import RedisCluster
 from cachetail.keyspace import key_slot
 from cachetail.settings import RedisSettings
+from support.api import Delta
+from support.waiting import wait_for_async
 
 pytestmark = pytest.mark.anyio
 
@@ -52,15 +52,6 @@ def lean_connections(cluster: RedisCluster) -> dict[int, int]:
     """Per running node, how many connections the lean path holds there."""
     return {node.port: cluster.cli(node, "CLIENT", "LIST").count("name=cachetail-api ")
             for node in cluster.nodes if node.running}
-
-
-async def until(predicate: Callable[[], bool], timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.02)
-    return True
 
 
 def redirects(kind: str) -> tuple[str, dict[str, str]]:
@@ -185,18 +176,18 @@ async def test_a_failover_fails_calls_fast_then_reads_the_new_primary(cluster) -
         primary.kill()
         with pytest.raises(RedisConnectionError):
             await lean.get(key)
-        promoted = await until(lambda: cluster.cli(replica, "ROLE").startswith("master"), 15)
-        assert promoted, "the replica was never promoted"
+        await wait_for_async(lambda: cluster.cli(replica, "ROLE").startswith("master"), 15,
+                             "the replica promoted", 0.02)
+
         # as behind the API's breaker: a read that finds the old map fails and has it
         # read again, and a later one reaches the new primary
-        for _ in range(50):
+        async def read() -> bytes | None:
             try:
-                value = await lean.get(key)
-                break
+                return await lean.get(key)
             except (RedisConnectionError, ResponseError):
-                await asyncio.sleep(0.05)
-        else:
-            raise AssertionError("reads never reached the promoted replica")
+                return None
+
+        value = await wait_for_async(read, 5, "reads reaching the promoted replica", 0.05)
         assert lean.topology is not None
         owner = lean.topology.owners()[key_slot(key)]
     finally:

@@ -8,8 +8,9 @@ import time
 
 import pytest
 
-from api_support import Delta, anyio_backend, assert_json_error, nearcache, running, sample  # noqa: F401
 from cachetail.keyspace import Keyspace
+from support.api import Delta, assert_json_error, running, sample
+from support.waiting import wait_for_async
 
 pytestmark = pytest.mark.anyio
 KEYS = Keyspace()
@@ -31,7 +32,7 @@ async def test_redis_killed_answers_from_mysql_then_recovers(stack, redis_factor
     errors = Delta(("cachetail_redis_errors_total", {"operation": "get"}),
                    ("cachetail_redis_skipped_total", {"operation": "get"}),
                    ("cachetail_cache_lookups_total", {"entity": "user", "result": "bypass"}))
-    async with running(env) as (_, client):
+    async with running(env) as (app, client):
         warm = await client.get("/user/5")
         server.kill()
         started = time.monotonic()
@@ -41,7 +42,8 @@ async def test_redis_killed_answers_from_mysql_then_recovers(stack, redis_factor
         health = await client.get("/health")
         stats = await client.get("/cache/stats")
         server.start()
-        time.sleep(0.35)  # the breaker's open period
+        breaker = app.state.services.guard.breaker
+        await wait_for_async(lambda: not breaker.is_open, 2, "the breaker's open period to end")
         back = [await client.get("/user/5") for _ in range(2)]
     assert warm.headers["x-cache"] == "MISS"
     assert {(r.status_code, r.headers["x-cache"]) for r in answers} == {(200, "BYPASS")}

@@ -6,9 +6,9 @@ import re
 
 import pytest
 
-from api_support import anyio_backend, assert_json_error, running  # noqa: F401
 from cachetail.keyspace import Keyspace
-from lab import products_generation, products_page
+from support.api import assert_json_error, running
+from support.lab import products_generation, products_page
 
 KEYS = Keyspace()
 

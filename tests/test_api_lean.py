@@ -15,8 +15,8 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from api.lean import LeanRedis
-from api_support import anyio_backend  # noqa: F401
 from cachetail.settings import RedisSettings
+from support.waiting import wait_for_async
 
 pytestmark = pytest.mark.anyio
 
@@ -48,11 +48,8 @@ async def test_concurrent_reads_share_one_connection_and_keep_order(stack, redis
     value, pttl = got[302]
     assert value == b"x" and 59_000 < pttl <= 60_000
     assert got[303] == (b"value-1" * 2, -1) and got[304] == (None, -2)
-    for _ in range(100):  # the socket closes on the loop's next turns
-        if not lean_clients(redis_client):
-            break
-        await asyncio.sleep(0.01)
-    assert lean_clients(redis_client) == []
+    # the socket closes on the loop's next turns
+    await wait_for_async(lambda: lean_clients(redis_client) == [], 1, "the lean connection closed")
 
 
 async def test_an_error_reply_fails_its_caller_only(stack, redis_client) -> None:
@@ -96,8 +93,11 @@ async def test_a_killed_idle_connection_is_replaced_on_next_use(stack, redis_cli
     try:
         assert await lean.get("lean:k") == b"K"
         (first,) = lean_clients(redis_client)
+        conn = lean._conn
+        assert conn is not None
         redis_client.client_kill_filter(_id=first["id"])
-        await asyncio.sleep(0.05)  # the close reaches the client: it knows before the next call
+        # the close reaches the client: it knows before the next call
+        await wait_for_async(lambda: not conn.is_open, 2, "the close reaching the client")
         assert await lean.get("lean:k") == b"K"
         (second,) = lean_clients(redis_client)
     finally:
@@ -112,7 +112,9 @@ async def test_calls_in_flight_fail_at_once_when_the_server_dies(redis_factory) 
         assert await lean.get("k") is None
         os.kill(server.proc.pid, signal.SIGSTOP)
         in_flight = [asyncio.ensure_future(lean.get("k")) for _ in range(5)]
-        await asyncio.sleep(0.05)
+        conn = lean._conn
+        assert conn is not None
+        await wait_for_async(lambda: not conn._corked, 2, "the five GETs written to the socket")
         started = time.monotonic()
         server.kill()  # SIGKILL: the kernel closes its sockets
         results = await asyncio.gather(*in_flight, return_exceptions=True)

@@ -7,16 +7,16 @@ a value the cluster changed without telling it; nothing stale may be served."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 import pytest
 import redis
 
 from api.clustermap import Primary
-from api_support import Delta, anyio_backend, running  # noqa: F401
 from cachetail.devstack import RedisCluster, RedisServer
 from cachetail.keyspace import Keyspace, key_slot
-from test_api_nearcache import tiers, until
+from support.api import Delta, running
+from support.nearcache import tiers
+from support.waiting import wait_for_async
 
 pytestmark = pytest.mark.anyio
 KEYS = Keyspace()
@@ -49,10 +49,6 @@ def direct(node: RedisServer) -> redis.Redis:
 
 def tracked_ports(svc) -> set[int]:  # type: ignore[no-untyped-def]
     return {p.port for p in svc.tracker.tracked}
-
-
-async def wait_state(predicate: Callable[[], object], timeout_s: float, what: str) -> None:
-    await until(predicate, timeout_s, what)  # polls without blocking the tracker's loop
 
 
 def hold_reestablishment(svc) -> tuple[asyncio.Event, asyncio.Event]:  # type: ignore[no-untyped-def]
@@ -98,13 +94,13 @@ async def test_a_primary_failover(stack, cluster_factory) -> None:
         reached, held = hold_reestablishment(svc)
         old_primary.kill()
         await asyncio.wait_for(reached.wait(), 5)  # the loss seen; tracking held back
-        await wait_state(lambda: cluster.cli(replica, "ROLE").startswith("master"), 20,
+        await wait_for_async(lambda: cluster.cli(replica, "ROLE").startswith("master"), 20,
                          "the replica promoted")
         promoted = direct(replica)
         promoted.set(key, value(user_id, "changed on the promoted replica"))  # told to no one
         release(svc, held)
 
-        await wait_state(lambda: svc.near.live and replica.port in tracked_ports(svc), 20,
+        await wait_for_async(lambda: svc.near.live and replica.port in tracked_ports(svc), 20,
                          "tracking on every primary again")
         assert replica.port in tracked_ports(svc) and old_primary.port not in tracked_ports(svc)
         after = [await api.get(path) for _ in range(2)]
@@ -156,7 +152,7 @@ async def test_a_hot_keys_slot_migrating_to_a_new_primary(stack, cluster_factory
         cluster.migrate_keys(source, target, key)  # nothing left: NOKEY
         cluster.end_migration(slot, target)
         await api.get(path)  # the source answers MOVED now, unless the map was read since
-        await wait_state(lambda: svc.near.live and target.port in tracked_ports(svc), 20,
+        await wait_for_async(lambda: svc.near.live and target.port in tracked_ports(svc), 20,
                          "tracking the new primary")
         settled = [await api.get(path) for _ in range(3)]
         updater.set(key, value(user_id, "changed after the migration"))
@@ -191,7 +187,7 @@ async def test_one_primarys_tracking_connection_killed(stack, cluster_factory) -
         await asyncio.wait_for(reached.wait(), 5)  # the loss seen; tracking held back
         node.set(KEYS.user(hit_id), value(hit_id, "changed while untracked"))  # told to no one
         release(svc, held)
-        await wait_state(lambda: svc.near.live and killed_on.port in tracked_ports(svc), 5,
+        await wait_for_async(lambda: svc.near.live and killed_on.port in tracked_ports(svc), 5,
                          "tracking back")
         (back,) = [c for c in node.client_list() if c["name"] == TRACKING]
         after = [await api.get(f"/user/{hit_id}") for _ in range(2)]

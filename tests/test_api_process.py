@@ -7,7 +7,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -15,9 +14,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from api_support import api_process, free_port
 from api.metrics_endpoint import forget_dead_workers
-from cachetail.devstack import terminate
+from cachetail.devstack import free_port, terminate
+from support.api import api_process
+from support.waiting import wait_for
 
 
 def _clean_env(**env: str) -> dict[str, str]:
@@ -112,13 +112,15 @@ def test_uvicorn_app_serves_with_a_dotenv(stack, redis_client, tmp_path: Path) -
                             stderr=subprocess.DEVNULL)
     try:
         url = f"http://127.0.0.1:{port}"
-        for _ in range(200):
+
+        def read() -> httpx.Response | None:
             try:
-                first = httpx.get(url + "/user/12", timeout=5)
-                break
+                return httpx.get(url + "/user/12", timeout=5)
             except httpx.TransportError:
                 assert proc.poll() is None, "uvicorn exited"
-                time.sleep(0.05)
+                return None
+
+        first = wait_for(read, 10, "uvicorn answering", 0.05)
         second = httpx.get(url + "/user/12", timeout=5)
     finally:
         terminate(proc)

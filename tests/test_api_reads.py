@@ -10,9 +10,9 @@ import time
 import pymysql
 import pytest
 
-from api_support import Delta, anyio_backend, fills, nearcache, running, selects  # noqa: F401
 from cachetail.keyspace import LEASE, NEGATIVE, Keyspace
-from lab import products_generation, products_page
+from support.api import Delta, fills, running, selects
+from support.lab import products_generation, products_page
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis_kinds("single", "cluster")]
 KEYS = Keyspace()
@@ -196,7 +196,7 @@ async def test_another_process_fill_arrives_while_waiting(stack, redis_client) -
     delta = Delta(fills("user", "waited"), selects("user"))
 
     async def other_process_stores() -> None:
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # the other process stores while this read waits on its lease
         redis_client.set(key, theirs)
 
     async with running(stack.api_env(), CACHE_LEASE_WAIT_MS="1000") as (_, client):
@@ -270,7 +270,7 @@ async def test_invalidated_foreign_lease_ends_the_wait_early(stack, redis_client
     delta = Delta(fills("user", "uncached"))
 
     async def invalidator_deletes() -> None:
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # the invalidator deletes while this read waits on the lease
         redis_client.delete(key)
 
     async with running(stack.api_env(), CACHE_LEASE_WAIT_MS="2000") as (_, client):

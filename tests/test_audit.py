@@ -9,11 +9,12 @@ import time
 
 import pytest
 
-from api_support import anyio_backend, running  # noqa: F401
 from cachetail.keyspace import NEGATIVE, Keyspace, stamp
-from conftest import Stack
-from invalidator_support import WorkerProcess, wait_for, workers  # noqa: F401
-from lab import products_generation, products_page, user_bytes
+from support.api import running
+from support.invalidator import WorkerProcess
+from support.lab import products_generation, products_page, user_bytes
+from support.stack import Stack
+from support.waiting import wait_for
 
 pytestmark = pytest.mark.redis_kinds("single", "cluster")
 INCONSISTENT = 'cachetail_audit_checks_total{kind="%s",result="inconsistent"}'
@@ -140,7 +141,7 @@ def test_the_auditor_is_on_by_default_and_can_be_switched_off(stack: Stack, work
 
 def test_keys_are_named_back_into_what_they_cache(stack: Stack, db) -> None:
     from invalidator.truth import Truth
-    from lab import catalog
+    from support.lab import catalog
 
     truth = Truth(catalog(db), Keyspace())
     ks = Keyspace()

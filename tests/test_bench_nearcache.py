@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from invalidator_support import unique_prefix
+from support.invalidator import unique_prefix
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -22,6 +22,7 @@ from bench.load import Mix, Samples, split, zipf_cumulative
 from bench.promdiff import counts_from_buckets, diff, histogram_quantile, parse
 from bench.stats import cdf_points, first_time_at_least, percentile, summarize, windows
 from cachetail.devstack import free_port
+from support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 INF = float("inf")
@@ -232,17 +233,11 @@ def _no_constants(name: str) -> None:
 
 
 def _wait_http(url: str, proc: subprocess.Popen, what: str, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    def answers() -> bool:
         if proc.poll() is not None:
             raise AssertionError(f"{what} exited with {proc.returncode}")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"{what} did not answer at {url} within {timeout_s:.0f} s")
+        return httpx.get(url, timeout=1).status_code == 200
+    wait_for(answers, timeout_s, f"{what} to answer at {url}", interval=0.2, ignoring=(httpx.HTTPError,))
 
 
 @pytest.fixture(scope="module")

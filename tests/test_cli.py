@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from cachetail.devstack import free_port
-from cli_support import LAB, ROOT, cachetail
-from conftest import API_PASSWORD, Stack
+from support.cli import LAB, ROOT, cachetail
+from support.stack import API_PASSWORD, Stack
 
 GRANTS_ON_THE_LAB = """\
   -- the API, 'cachetail_api'@'%' (from DB_USER): SELECT on each table

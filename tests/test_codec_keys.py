@@ -12,8 +12,8 @@ import pytest
 
 from cachetail.codec import BadKey, KeyCodec, load_columns, unsupported
 from cachetail.codec_keys import unsupported_key
-from conftest import Stack
-from codec_support import SCHEMA, binlog_images, fresh_schema, position
+from support.codec import SCHEMA, binlog_images, fresh_schema, position
+from support.stack import Stack
 
 TABLES = {
     "k3": "a TINYINT NOT NULL, b BIGINT UNSIGNED NOT NULL, c SMALLINT NOT NULL, v INT, PRIMARY KEY (a, b, c)",

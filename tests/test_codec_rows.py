@@ -13,12 +13,11 @@ import struct
 from collections.abc import Iterator
 from typing import Any
 
-import pymysql
 import pytest
 
 from cachetail.codec import RowCodec, load_columns
-from conftest import Stack
-from codec_support import SCHEMA, Image, binlog_images, connect, fresh_schema, position
+from support.codec import SCHEMA, Image, binlog_images, connect, fresh_schema, position
+from support.stack import Stack
 
 FSPS = range(7)
 COLUMNS: list[tuple[str, str]] = [
@@ -165,7 +164,7 @@ def written(types_table: tuple[Any, RowCodec], single_stack: Stack) -> dict[str,
     inserted = _cold(conn, codec)
     rotated = data[1:] + data[:1]
     _write(conn, f"UPDATE types SET {', '.join(f'`{n}` = %s' for n in NAMES)} WHERE id = %s",
-           [(*(new[n] for n in NAMES), old["id"]) for old, new in zip(data, rotated)])
+           [(*(new[n] for n in NAMES), old["id"]) for old, new in zip(data, rotated, strict=True)])
     updated = _cold(conn, codec)
     images = binlog_images(single_stack.mariadb, begin, ["types"])
     return {"inserted": inserted, "updated": updated, "images": images, "rows": data}
@@ -299,7 +298,7 @@ PRODUCT_COLUMNS = ("id", "name", "description", "price", "stock", "category", "c
 def _json_value(value: Any) -> Any:
     if isinstance(value, dt.datetime):
         if value.tzinfo is not None:
-            value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+            value = value.astimezone(dt.UTC).replace(tzinfo=None)
         return value.isoformat(timespec="microseconds" if value.microsecond else "seconds") + "Z"
     if isinstance(value, decimal.Decimal):
         return format(value, "f")
@@ -393,6 +392,6 @@ def test_random_floats_and_doubles_come_back_exact_on_both_paths(single_stack: S
         cold = [codec.from_select(r) for r in cur.fetchall()]
     hot = [codec.from_binlog(i.values) for i in binlog_images(single_stack.mariadb, begin, ["numbers"])]
     assert cold == hot
-    for (f, d), text in zip(pairs, cold):
+    for (f, d), text in zip(pairs, cold, strict=True):
         found = json.loads(text)
         assert struct.pack("<f", found["f"]) == struct.pack("<f", f) and found["d"] == (d or 0.0)

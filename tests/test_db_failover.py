@@ -17,9 +17,10 @@ from pymysqlreplication import BinLogStreamReader
 from pymysqlreplication.row_event import UpdateRowsEvent
 
 from cachetail.devstack import MariaDB
-from api_support import anyio_backend, assert_json_error, running  # noqa: F401
-from conftest import INVALIDATOR_PASSWORD, DatabasePair, Stack
-from invalidator_support import WorkerProcess, get_all, put_all, wait_for, workers  # noqa: F401
+from support.api import assert_json_error, running
+from support.invalidator import WorkerProcess, get_all, put_all
+from support.stack import INVALIDATOR_PASSWORD, DatabasePair, Stack
+from support.waiting import wait_for
 
 STALE = b'{"stale":1}'
 FROM_OLD_PRIMARY = b'{"from":"the old primary"}'

@@ -23,7 +23,9 @@ import pytest
 import yaml
 
 from cachetail.devstack import free_port, terminate
-from deploy_common import DASHBOARD, PROM, RECORDED, alert_rules, dashboard_exprs, instantiate, run, tool, wait_for
+from support.deploy import (DASHBOARD, PROM, RECORDED, STARTING, alert_rules, dashboard_exprs, instantiate, run,
+                            tool)
+from support.waiting import wait_for
 
 
 # ------------------------------------------------------- a real Prometheus server
@@ -97,10 +99,12 @@ def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
              f"--web.listen-address=127.0.0.1:{prom_port}", "--log.level=warn"],
             cwd=tmp, stdout=logs["prometheus"], stderr=subprocess.STDOUT))
         live = Live(f"http://127.0.0.1:{prom_port}", api_url, inv_url, client)
-        wait_for(lambda: client.get(f"{live.prom_url}/-/ready").status_code == 200, 20, "prometheus ready")
-        wait_for(lambda: live.query('up{job="cachetail-api"} == 1'), 30, "the API scraped")
+        wait_for(lambda: client.get(f"{live.prom_url}/-/ready").status_code == 200, 20, "prometheus ready",
+                 interval=0.1, ignoring=STARTING)
+        wait_for(lambda: live.query('up{job="cachetail-api"} == 1'), 30, "the API scraped",
+                 interval=0.1, ignoring=STARTING)
         wait_for(lambda: live.query('cachetail_invalidator_streaming{job="cachetail-invalidator"} == 1'),
-                 30, "the invalidator streaming, as scraped")
+                 30, "the invalidator streaming, as scraped", interval=0.1, ignoring=STARTING)
         yield live
     finally:
         for proc in reversed(procs):
@@ -116,7 +120,7 @@ def test_prometheus_hit_ratio_matches_what_the_test_did(live: Live) -> None:
         for uid in ("1", "2", "3"):
             live.lookup("user", uid)
         live.lookup("products", "")
-    wait_for(live.totals_scraped, 15, "round 1 scraped")
+    wait_for(live.totals_scraped, 15, "round 1 scraped", interval=0.1, ignoring=STARTING)
     t1 = time.time()
     before = dict(live.seen)
     time.sleep(2.5)
@@ -128,7 +132,7 @@ def test_prometheus_hit_ratio_matches_what_the_test_did(live: Live) -> None:
     live.lookup("user", "5")
     live.lookup("products", "")
     live.lookup("products", "?category=books")
-    wait_for(live.totals_scraped, 15, "round 2 scraped")
+    wait_for(live.totals_scraped, 15, "round 2 scraped", interval=0.1, ignoring=STARTING)
     delta = {k: v - before.get(k, 0) for k, v in live.seen.items()}
     assert delta.get(("user", "hit"), 0) >= 9 and delta.get(("user", "miss"), 0) >= 2, delta
 
@@ -164,7 +168,7 @@ def test_prometheus_runs_every_dashboard_query_and_rule(live: Live) -> None:
         return rules if rules and all(r.get("lastEvaluation", "").startswith("2") and
                                       not r["lastEvaluation"].startswith("0001") for r in rules) else []
 
-    rules = wait_for(rules_evaluated, 10, "every rule evaluated")
+    rules = wait_for(rules_evaluated, 10, "every rule evaluated", interval=0.1, ignoring=STARTING)
     doc = yaml.safe_load((PROM / "alerts.yml").read_text())
     recorded = {rule["record"] for group in doc["groups"] for rule in group["rules"] if "record" in rule}
     assert recorded == RECORDED

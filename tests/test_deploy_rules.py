@@ -17,7 +17,7 @@ from prometheus_client.metrics import MetricWrapperBase
 
 import metrics.api
 import metrics.invalidator
-from deploy_common import DASHBOARD, DEPLOY, PROM, RECORDED, alert_rules, all_exprs, dashboard_exprs, run, tool
+from support.deploy import DASHBOARD, DEPLOY, PROM, RECORDED, alert_rules, all_exprs, dashboard_exprs, run, tool
 
 
 # --------------------------------------------------------------------- promtool

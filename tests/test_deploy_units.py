@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy_common import ROOT, UNIT_NAMES, UNITS, run, tool
+from support.deploy import ROOT, UNIT_NAMES, UNITS, run, tool
 
 MAX_EXPOSURE = 2.0
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from cachetail.devstack import RedisCluster
-from conftest import API_PASSWORD, INVALIDATOR_PASSWORD, Stack
 
 import pymysql
 import pytest
+from support.stack import API_PASSWORD, INVALIDATOR_PASSWORD, Stack
 
 
 def test_binlog_is_configured_for_the_invalidator(db: pymysql.connections.Connection) -> None:

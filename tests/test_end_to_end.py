@@ -10,13 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import time
 
 import pytest
+from support.api import running
+from support.stack import Stack
+from support.waiting import wait_for_async
 
-from api_support import anyio_backend, nearcache, running  # noqa: F401
-from conftest import Stack
-from invalidator_support import wait_for, workers  # noqa: F401
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis_kinds("single", "cluster")]
 
@@ -28,13 +27,13 @@ def _near_on_and_off(nearcache: str) -> str:
 
 
 async def eventually(read, expect, timeout_s: float = 5.0):  # type: ignore[no-untyped-def]
-    """Poll ``read()`` until ``expect(result)``; the last result either way."""
-    deadline = time.monotonic() + timeout_s
-    result = await read()
-    while not expect(result) and time.monotonic() < deadline:
-        await asyncio.sleep(0.01)
+    """Poll ``read()`` until ``expect(result)``; that result."""
+
+    async def expected():  # type: ignore[no-untyped-def]
         result = await read()
-    return result
+        return result if expect(result) else None
+
+    return await wait_for_async(expected, timeout_s, "the expected answer")
 
 
 async def test_changes_reach_readers_through_the_api(stack: Stack, db, redis_client, workers) -> None:
@@ -80,7 +79,7 @@ async def test_changes_reach_readers_through_the_api(stack: Stack, db, redis_cli
                 return any(p["id"] == book_id and p["price"] == price for p in r.json())
 
             for path in variants[:2]:
-                fresh = await eventually(lambda: client.get(path), has_new_price)
+                fresh = await eventually(lambda p=path: client.get(p), has_new_price)
                 assert has_new_price(fresh), path
             toys = await client.get("/products?category=toys")
             assert toys.headers["x-cache"] == "HIT"  # no toy changed: still warm
@@ -97,13 +96,14 @@ async def test_the_invalidators_delete_defeats_a_racing_fill(stack: Stack, db, r
     with db.cursor() as cur:
         cur.execute("UPDATE users SET full_name = 'Old Name' WHERE id = 654")
     # Let the worker apply that first change, so only the racing one is in flight.
-    wait_for(lambda: worker.metric("cachetail_invalidator_transactions_total") >= 1, what="first change")
+    await wait_for_async(lambda: worker.metric("cachetail_invalidator_transactions_total") >= 1,
+                         what="first change")
 
     async def write_and_let_the_invalidator_act(filled_key: str) -> None:
         lease = redis_client.get(filled_key)
         with db.cursor() as cur:
             cur.execute("UPDATE users SET full_name = 'New Name' WHERE id = 654")
-        wait_for(lambda: redis_client.get(filled_key) != lease, what="the invalidator voided the lease")
+        await wait_for_async(lambda: redis_client.get(filled_key) != lease, what="the invalidator voided the lease")
 
     async with running(stack.api_env(), CACHE_KEY_PREFIX=worker.prefix,
                        after_select=write_and_let_the_invalidator_act) as (app, client):
@@ -142,7 +142,8 @@ async def test_four_workers_racing_fills_never_store_the_old_row(stack: Stack, d
     key = worker.keyspace.user(655)
     with db.cursor() as cur:
         cur.execute("UPDATE users SET full_name = 'Before' WHERE id = 655")
-    wait_for(lambda: worker.metric("cachetail_invalidator_transactions_total") >= 1, what="first change")
+    await wait_for_async(lambda: worker.metric("cachetail_invalidator_transactions_total") >= 1,
+                         what="first change")
     selected, go_on = asyncio.Event(), asyncio.Event()
 
     async def hold(filled_key: str) -> None:
@@ -161,7 +162,7 @@ async def test_four_workers_racing_fills_never_store_the_old_row(stack: Stack, d
         assert not any(t.done() for t in waiting)
         with db.cursor() as cur:
             cur.execute("UPDATE users SET full_name = 'After' WHERE id = 655")
-        wait_for(lambda: redis_client.get(key) != lease, what="the invalidator voided the lease")
+        await wait_for_async(lambda: redis_client.get(key) != lease, what="the invalidator voided the lease")
         answers = await asyncio.wait_for(asyncio.gather(*waiting), 10)
         assert [a.json()["full_name"] for a in answers] == ["After"] * 3
         go_on.set()

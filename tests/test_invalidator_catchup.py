@@ -16,13 +16,14 @@ from typing import Any
 from prometheus_client import REGISTRY
 
 from cachetail.scripts import FENCED_APPLY
-from conftest import Stack
 from invalidator.apply import Batch
 from invalidator.position import Position
 from invalidator.sending import Sent, Writer
 from invalidator.settings import InvalidatorSettings
 from invalidator.worker import Worker
-from invalidator_support import master_position, unique_prefix, wait_for
+from support.invalidator import master_position, unique_prefix
+from support.stack import Stack
+from support.waiting import wait_for
 
 ROWS_PER_TX = 50
 TXS = 300

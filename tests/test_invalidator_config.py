@@ -10,11 +10,11 @@ import pytest
 
 from cachetail.devstack import ROOT
 from cachetail.settings import SettingsError
-from conftest import Stack
 from invalidator.checks import CheckFailed, check_binlog, check_server_id
 from invalidator.position import FilePositionStore, Position
 from invalidator.settings import InvalidatorSettings
-from invalidator_support import wait_for, workers  # noqa: F401
+from support.stack import Stack
+from support.waiting import wait_for
 
 BASE = {"DB_USER": "cachetail_invalidator", "INVALIDATOR_SERVER_ID": "4242"}
 

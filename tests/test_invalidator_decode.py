@@ -4,59 +4,10 @@ library's full decode reads: the needed columns (delete mode), the whole after i
 
 from __future__ import annotations
 
-from typing import Any
-
-from conftest import Stack
-from invalidator import decode
-from invalidator.position import Position
 from invalidator.settings import InvalidatorSettings
-from invalidator.stream import open_stream
-from invalidator_support import master_position
-from pymysqlreplication.event import HeartbeatLogEvent
-from pymysqlreplication.row_event import RowsEvent, UpdateRowsEvent, WriteRowsEvent
-
-from cachetail.codec import prepare_binlog_event
-
-NEEDED = frozenset({"id", "username", "full_name", "code", "tiny", "big", "lat", "uid"})
-Image = dict[str, Any] | None
-Triples = list[tuple[Image, Image, dict[str, str] | None]]
-
-
-def project(image: Image, names: frozenset[str] | None) -> Image:
-    return None if image is None or names is None else {k: v for k, v in image.items() if k in names}
-
-
-def library_images(event: RowsEvent, after_names: frozenset[str] | None = None) -> Triples:
-    """What the library decodes: before projected on NEEDED, after on ``after_names`` (all: None)."""
-    prepare_binlog_event(event)
-    keep = after_names or frozenset(c.name for c in event.columns)
-    sources = None if after_names else keep  # delete mode has no use for them
-    if isinstance(event, UpdateRowsEvent):
-        return [(project(r["before_values"], NEEDED), project(r["after_values"], keep),
-                 project(r["after_none_sources"], sources)) for r in event.rows]
-    if isinstance(event, WriteRowsEvent):
-        return [(None, project(r["values"], keep), project(r["none_sources"], sources)) for r in event.rows]
-    return [(project(r["values"], NEEDED), None, None) for r in event.rows]
-
-
-def read_events(settings: InvalidatorSettings, begin: tuple[str, int], end: tuple[str, int], fast: bool,
-                full: bool = False, table: str = "users") -> list[Triples]:
-    stream = open_stream(settings, Position(*begin), tables=(table,))
-    out = []
-    try:
-        for event in stream:
-            if isinstance(event, RowsEvent) and event.table == table:
-                if fast:
-                    triples = decode.images(event, NEEDED & {c.name for c in event.columns}, full_after=full)
-                else:
-                    triples = library_images(event, None if full else NEEDED)
-                assert triples is not None, "the fast path must apply"
-                out.append(list(triples))
-            if isinstance(event, HeartbeatLogEvent) or (stream.log_file, stream.log_pos) >= end:
-                break
-    finally:
-        stream.close()
-    return out
+from support.binlog import read_events
+from support.invalidator import master_position
+from support.stack import Stack
 
 
 def test_fast_images_equal_library_images_across_column_types(stack: Stack, mariadb_factory) -> None:

@@ -17,15 +17,15 @@ import pytest
 from pymysqlreplication.event import HeartbeatLogEvent
 
 from invalidator.apply import OP_DELETE, OP_SET, Batch, write_prefix
-from conftest import Stack
 from invalidator import decode, fastrows
 from invalidator.catalog import Followed, Weights
 from invalidator.packets import RowsPacket
 from invalidator.position import Position
 from invalidator.settings import InvalidatorSettings
 from invalidator.stream import open_stream
-from invalidator_support import master_position
-from test_invalidator_packets import followed_tables
+from support.binlog import followed_tables
+from support.invalidator import master_position
+from support.stack import Stack
 
 COLUMNS = """
   id BIGINT NOT NULL PRIMARY KEY,

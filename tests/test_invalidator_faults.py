@@ -12,10 +12,11 @@ import time
 import pymysql
 import pytest
 import redis
+from support.invalidator import get_all, master_position, put_all
+from support.lab import products_page, user_bytes
+from support.stack import Stack
+from support.waiting import wait_for
 
-from conftest import Stack
-from invalidator_support import get_all, master_position, put_all, wait_for, workers  # noqa: F401
-from lab import products_page, user_bytes
 
 STALE = b'{"stale":1}'
 
@@ -39,7 +40,7 @@ def saved_position(r: redis.Redis, ks) -> tuple[str, int] | None:
 
 @pytest.mark.redis_kinds("single", "cluster")
 def test_sigkill_mid_stream_and_writes_while_down_lose_nothing(
-        stack: Stack, db, redis_client, workers) -> None:  # noqa: F811 - the fixture imported from invalidator_support
+        stack: Stack, db, redis_client, workers) -> None:
     w = workers(stack.invalidator_env())
     ks = w.keyspace
     ids = list(range(3001, 3601))
@@ -80,7 +81,7 @@ def test_sigkill_mid_stream_and_writes_while_down_lose_nothing(
 
 
 def test_redis_outage_holds_the_position_and_applies_everything_after(
-        stack: Stack, db, redis_factory, workers) -> None:  # noqa: F811 - the fixture imported from invalidator_support
+        stack: Stack, db, redis_factory, workers) -> None:
     cache = redis_factory()
     w = workers(env_for(stack, cache=cache))
     ks = w.keyspace
@@ -97,7 +98,7 @@ def test_redis_outage_holds_the_position_and_applies_everything_after(
                 cur.execute("UPDATE users SET full_name = CONCAT(full_name, '~') WHERE id = %s", (i,))
         wait_for(lambda: w.metric('cachetail_invalidator_reconnects_total{target="redis"}') >= 1, 10)
         position_gauge = w.metric("cachetail_invalidator_binlog_position")
-        time.sleep(1.5)
+        time.sleep(1.5)  # the subject: nothing moves while Redis is frozen, so no state to wait on
         assert w.metric("cachetail_invalidator_binlog_position") == position_gauge
         assert w.proc.poll() is None
         check = subprocess.run([sys.executable, "-m", "invalidator", "--check", "--env-file", "/nonexistent"],
@@ -113,7 +114,7 @@ def test_redis_outage_holds_the_position_and_applies_everything_after(
     cache.stop()
     with db.cursor() as cur:
         cur.execute("UPDATE users SET full_name = CONCAT(full_name, '~') WHERE id = 4001")
-    time.sleep(1.0)
+    time.sleep(1.0)  # the subject: a while with Redis gone, and the worker has not exited
     assert w.proc.poll() is None
     cache.start()
     r = redis.Redis(host=cache.host, port=cache.port)
@@ -123,7 +124,7 @@ def test_redis_outage_holds_the_position_and_applies_everything_after(
 
 @pytest.mark.redis_kinds("single", "cluster")
 def test_mariadb_restart_reconnects_from_the_saved_position(stack: Stack, mariadb_factory, redis_client,
-                                                            workers) -> None:  # noqa: F811 - the fixture imported from invalidator_support
+                                                            workers) -> None:
     server = mariadb_factory()
     w = workers(env_for(stack, mariadb=server))
     ks = w.keyspace
@@ -165,7 +166,7 @@ def purge_all_but_a_new_binlog(conn: pymysql.connections.Connection) -> None:
 
 @pytest.mark.redis_kinds("single", "cluster")
 def test_purged_binlog_means_full_invalidation_of_owned_keys_only(stack: Stack, mariadb_factory, redis_client,
-                                                                   workers) -> None:  # noqa: F811 - the fixture imported from invalidator_support
+                                                                   workers) -> None:
     server = mariadb_factory()
     w = workers(env_for(stack, mariadb=server))
     ks = w.keyspace
@@ -196,7 +197,7 @@ def test_purged_binlog_means_full_invalidation_of_owned_keys_only(stack: Stack, 
 
 @pytest.mark.redis_kinds("single", "cluster")
 def test_ddl_on_users_clears_user_keys_and_refresh_survives_alter(stack: Stack, mariadb_factory, redis_client,
-                                                                  workers) -> None:  # noqa: F811 - the fixture imported from invalidator_support
+                                                                  workers) -> None:
     server = mariadb_factory()
     w = workers(env_for(stack, mariadb=server), INVALIDATOR_MODE="refresh")
     ks = w.keyspace
@@ -214,7 +215,7 @@ def test_ddl_on_users_clears_user_keys_and_refresh_survives_alter(stack: Stack, 
 
 
 def test_sigterm_while_redis_is_down_exits_0_without_advancing(
-        stack: Stack, db, redis_factory, workers) -> None:  # noqa: F811 - the fixture imported from invalidator_support
+        stack: Stack, db, redis_factory, workers) -> None:
     cache = redis_factory()
     w = workers(env_for(stack, cache=cache))
     r = redis.Redis(host=cache.host, port=cache.port)
@@ -263,7 +264,7 @@ def test_the_library_never_reconnects_by_itself(stack: Stack, db) -> None:
 
 @pytest.mark.redis_kinds("single", "cluster")
 def test_a_position_of_another_server_is_not_used(
-        stack: Stack, redis_client, workers) -> None:  # noqa: F811 - the fixture imported from invalidator_support
+        stack: Stack, redis_client, workers) -> None:
     w = workers(stack.invalidator_env(), start=False)
     ks = w.keyspace
     redis_client.set(ks.invalidator_position(),

@@ -12,10 +12,11 @@ import pytest
 import redis
 
 from cachetail.keyspace import LEASE, NEGATIVE
-from lab import catalog, products_generation
 from cachetail.settings import MySQLSettings
-from conftest import Stack
-from invalidator_support import master_position, wait_for, workers  # noqa: F401
+from support.invalidator import master_position
+from support.lab import catalog, products_generation
+from support.stack import Stack
+from support.waiting import wait_for
 
 def cold_read_bytes(stack: Stack, user_id: int) -> bytes:
     """What the API stores on a cold read: its SELECT, its connection settings, its codec."""
@@ -128,7 +129,7 @@ def test_refresh_stores_the_bytes_a_cold_read_stores(stack: Stack, db, redis_cli
         new_id = cur.lastrowid
     for user_id in (21, new_id):
         expected = cold_read_bytes(stack, user_id)
-        wait_for(lambda: redis_client.get(ks.user(user_id)) == expected,
+        wait_for(lambda u=user_id, e=expected: redis_client.get(ks.user(u)) == e,
                  what=f"user {user_id} refreshed to {expected!r}")
         ttl = redis_client.ttl(ks.user(user_id))
         assert 3500 < ttl <= 3600

@@ -12,11 +12,12 @@ import pytest
 
 from cachetail.devstack import ROOT
 from cachetail.keyspace import Keyspace
-from conftest import Stack
 from invalidator.apply import Batch
 from invalidator.settings import InvalidatorSettings
 from invalidator.worker import Worker
-from invalidator_support import master_position, unique_prefix, wait_for, workers  # noqa: F401
+from support.invalidator import master_position, unique_prefix
+from support.stack import Stack
+from support.waiting import wait_for
 
 pytestmark = pytest.mark.redis_kinds("single", "cluster")
 STALE = b'{"stale":true}'
@@ -121,7 +122,7 @@ def test_a_paused_old_leader_cannot_apply_old_work_or_move_the_position(
         wake.set()
         wait_for(lambda: not old.leadership.leading and old.leadership.value is None, 10,
                  "the old leader stepping down")
-        time.sleep(0.3)
+        time.sleep(0.3)  # the subject: the stepped-down leader writes nothing more
         assert b"New Image" in redis_client.get(ks.user(640)), "an old row overwrote a newer one"
         assert redis_client.get(ks.invalidator_position()) == position, "the old leader moved it"
         assert old.leadership.state()["role"] == "standby"

@@ -19,16 +19,16 @@ from pymysqlreplication.event import HeartbeatLogEvent, XidEvent
 from pymysqlreplication.row_event import RowsEvent, UpdateRowsEvent, WriteRowsEvent
 
 from cachetail.codec import prepare_binlog_event
-from invalidator.apply import OP_SET, Batch
-from conftest import Stack
 from invalidator import decode
-from invalidator.catalog import Followed, Weights, load_catalog
+from invalidator.apply import OP_SET, Batch
 from invalidator.packets import WANTED, BinlogConnection, RowsPacket
 from invalidator.position import Position
 from invalidator.rules import TableRules
 from invalidator.settings import InvalidatorSettings
-from invalidator.stream import Stream, control_connection, open_stream
-from invalidator_support import master_position
+from invalidator.stream import Stream, open_stream
+from support.binlog import followed_tables
+from support.invalidator import master_position
+from support.stack import Stack
 
 Ops = dict[str, bytes]
 
@@ -69,24 +69,6 @@ def library_ops(event: RowsEvent, rules: dict[str, TableRules], batch: Batch, qu
             table.apply(batch, None, row["values"], query, row["none_sources"])
         else:
             table.apply(batch, row["values"], None, query)
-
-
-def followed_tables(settings: InvalidatorSettings, refresh: bool
-                    ) -> tuple[Followed, Weights, Callable[[Any], bool]]:
-    """What the worker follows, its collation weights, and the claim its connection makes."""
-    conn = control_connection(settings)
-    try:
-        followed = Followed(load_catalog(conn, str(settings.config_path), settings.mysql.database),
-                            settings.keyspace)
-    finally:
-        conn.close()
-    weights = Weights(lambda: control_connection(settings))
-
-    def claim(table_map: Any) -> bool:
-        rules = followed.rules.get(table_map.table)
-        return rules is not None and decode.claims(table_map, rules.needed, refresh)
-
-    return followed, weights, claim
 
 
 def transactions(settings: InvalidatorSettings, begin: tuple[str, int], end: tuple[str, int], refresh: bool,

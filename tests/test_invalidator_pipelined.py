@@ -19,13 +19,14 @@ import redis
 
 from cachetail.keyspace import Keyspace
 from cachetail.scripts import FENCED_APPLY
-from conftest import Stack
 from invalidator.apply import Batch
 from invalidator.applier import REDIS_ERRORS, Applier
 from invalidator.leader import Leadership, LostLeadership
 from invalidator.position import Position, RedisPositionStore
 from invalidator.sending import Sent, Writer
-from invalidator_support import unique_prefix, wait_for
+from support.invalidator import unique_prefix
+from support.stack import Stack
+from support.waiting import wait_for
 
 
 @pytest.fixture
@@ -94,8 +95,7 @@ def written_then_cut(applier: Applier, batch: Batch, log_pos: int) -> Sent:
     try:
         sent = Writer(applier).send_behind(batch, Position("binlog.000001", log_pos), None)
         assert isinstance(sent, Sent)
-        host, port = sent.conn._sock.getsockname()[:2]
-        local = f"{host}:{port}"  # the sender's end, as Redis names it
+        local = "{}:{}".format(*sent.conn._sock.getsockname()[:2])  # the sender's end, as Redis names it
         assert control.client_kill_filter(addr=local) == 1
     finally:
         control.execute_command("CLIENT", "UNPAUSE")

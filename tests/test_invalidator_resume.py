@@ -15,11 +15,11 @@ import pymysql
 import pytest
 from pymysqlreplication import BinLogStreamReader
 
-from conftest import Stack
 from invalidator.errors import FULL, RESUME_BY_GTID, RETRY, classify
 from invalidator.gtid import MariaDBTracker, MySQLTracker, covers, missing_domains
 from invalidator.source import current_position
-from invalidator_support import wait_for, workers  # noqa: F401
+from support.stack import Stack
+from support.waiting import wait_for
 
 STALE = b'{"stale":1}'
 

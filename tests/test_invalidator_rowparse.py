@@ -13,10 +13,10 @@ from collections.abc import Iterator
 import pymysql
 import pytest
 
-from conftest import Stack
 from invalidator.settings import InvalidatorSettings
-from invalidator_support import master_position
-from test_invalidator_decode import read_events
+from support.binlog import read_events
+from support.invalidator import master_position
+from support.stack import Stack
 
 COLUMNS = """
   id INT UNSIGNED PRIMARY KEY,
@@ -28,8 +28,8 @@ COLUMNS = """
   t0 TIMESTAMP NULL DEFAULT NULL, t3 TIMESTAMP(3) NULL DEFAULT NULL, t6 TIMESTAMP(6) NULL DEFAULT NULL,
   d0 DATETIME NULL, d1 DATETIME(1) NULL, d4 DATETIME(4) NULL, d6 DATETIME(6) NULL,
   da DATE NULL, yr YEAR NULL,
-  en ENUM('a', 'zoë', 'c') NULL, e2 ENUM(%s) NULL
-""" % ", ".join(f"'m{i}'" for i in range(300))  # e2: more than 255 members, a 2-byte index
+  en ENUM('a', 'zoë', 'c') NULL, e2 ENUM({members}) NULL
+""".format(members=", ".join(f"'m{i}'" for i in range(300)))  # e2: more than 255 members, a 2-byte index
 ROWS = [
     "(1, -128, 255, -32768, 65535, -8388608, 16777215, -2147483648, -9223372036854775808,"
     " 18446744073709551615, -1.5, 2.2250738585072014e-308, 'zoë 🚀', REPEAT('é', 300), 'ab',"
@@ -53,7 +53,7 @@ def differences(mine: list, theirs: list) -> list[tuple[int, int, str, object, o
     """(row, image, column, ours, the library's) wherever the two differ."""
     out = []
     for r, (a, b) in enumerate(zip(mine, theirs, strict=True)):
-        for i, (x, y) in enumerate(zip(a, b)):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
             for name in sorted(set(x or {}) | set(y or {})):
                 u, v = (x or {}).get(name, "<missing>"), (y or {}).get(name, "<missing>")
                 if u != v or type(u) is not type(v):

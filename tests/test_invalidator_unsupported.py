@@ -9,7 +9,7 @@
   server's settings are right again, then a full invalidation.
 
 No MySQL 8 server runs here.  The MySQL 8 events (40, 39) are built from their documented
-layouts out of what a real MariaDB sends (tests/binlog_splice.py) and put in a live
+layouts out of what a real MariaDB sends (tests/support/binlog_splice.py) and put in a live
 stream; MariaDB's own compressed rows event comes from a real server with
 log_bin_compress=ON.
 """
@@ -26,15 +26,16 @@ import pymysql
 import pytest
 import redis
 
-from binlog_splice import SpliceProxy, gtid_of, maps_table, partial_update, transaction_payload
 from cachetail.codec_columns import Column
 from cachetail.devstack import ROOT
-from conftest import Stack
 from invalidator.checks import CheckFailed, binlog_problems, check_binlog, json_problems, server_id_in_use
 from invalidator.packets import WANTED, Filter
 from invalidator.unsupported import NO_CHANGES, UNSUPPORTED, UnsupportedEvent
-from invalidator_support import master_position, wait_for, workers  # noqa: F401
-from lab import products_generation, products_page
+from support.binlog_splice import SpliceProxy, gtid_of, maps_table, partial_update, transaction_payload
+from support.invalidator import master_position
+from support.lab import products_generation, products_page
+from support.stack import Stack
+from support.waiting import wait_for
 
 STALE = b'{"stale":1}'
 GOOD = {"log_bin": "ON", "binlog_format": "ROW", "binlog_row_image": "FULL", "binlog_row_metadata": "FULL"}

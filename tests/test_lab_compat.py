@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from api_support import anyio_backend, running  # noqa: F401
 from cachetail.devstack import MariaDB
 from cachetail.keyspace import Keyspace
-from conftest import Stack, start_mariadb
 from golden.record_lab import HEADERS, REQUESTS
-from lab import products_generation, products_page
+from support.api import running
+from support.lab import products_generation, products_page
+from support.stack import Stack, start_mariadb
 
 pytestmark = pytest.mark.anyio
 GOLDEN = json.loads((Path(__file__).parent / "golden" / "lab_api.json").read_text())

@@ -17,10 +17,11 @@ from typing import Any
 import httpx
 import pytest
 
-from api_support import Delta, anyio_backend, api_process, assert_json_error, nearcache, running  # noqa: F401
 from cachetail.keyspace import Keyspace
-from invalidator_support import WorkerProcess, workers  # noqa: F401
-from test_replica_reads import Replicated, applied, metric, pair, replicated, tag, update, wait_applied  # noqa: F401
+from support.api import Delta, api_process, assert_json_error, running
+from support.invalidator import WorkerProcess
+from support.replication import applied, metric, tag, update, wait_applied_async
+from support.waiting import wait_for_async
 
 pytestmark = pytest.mark.anyio
 HEADER = "Cachetail-Min-GTID"
@@ -29,14 +30,6 @@ USER = 250
 
 def name_of(response: Any) -> str:
     return str(json.loads(response.content)["full_name"])
-
-
-async def until(predicate: Any, what: str, timeout_s: float = 10) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"not within {timeout_s} s: {what}")
-        await asyncio.sleep(0.002)
 
 
 @pytest.fixture
@@ -69,7 +62,7 @@ async def test_a_read_with_its_writes_gtid_waits_until_the_invalidator_applied_i
         stale = await client.get(f"/user/{USER}")
         waits = Delta(metric("min_gtid_waits_total", result="ok"))
         reading = asyncio.ensure_future(client.get(f"/user/{USER}", headers={HEADER: written}))
-        await until(lambda: app.state.services.applied._waiters == 1, "the read waiting for its GTID")
+        await wait_for_async(lambda: app.state.services.applied._waiters == 1, 10, "the read waiting for its GTID")
         assert not reading.done()
         w.signal(signal.SIGCONT)
         fresh = await reading
@@ -144,10 +137,10 @@ async def test_a_near_cache_hit_waits_until_the_worker_heard_the_invalidation(
         for transport in sockets:
             transport.pause_reading()
         written = update(stack.mariadb, [USER + 3], name := tag("Heard"))
-        await asyncio.to_thread(wait_applied, redis_client, w, written)
+        await wait_applied_async(redis_client, w, written)
         stale = await client.get(f"/user/{USER + 3}")
         reading = asyncio.ensure_future(client.get(f"/user/{USER + 3}", headers={HEADER: written}))
-        await until(lambda: svc.applied._barrier is not None, "the read behind the tracking barrier")
+        await wait_for_async(lambda: svc.applied._barrier is not None, 10, "the read behind the tracking barrier")
         assert not reading.done()
         for transport in sockets:
             transport.resume_reading()
@@ -172,7 +165,7 @@ async def test_a_read_with_a_gtid_waits_on_a_lagging_replica(stack, redis_client
         await client.get(f"/user/{USER + 4}")
         with pair.behind():
             written = update(pair.primary, [USER + 4], name := tag("Replica"))
-            await asyncio.to_thread(wait_applied, redis_client, w, written)
+            await wait_applied_async(redis_client, w, written)
             cached = await client.get(f"/user/{USER + 4}", headers={HEADER: written})
             direct = await client.get(f"/user/{USER + 4}/nocache", headers={HEADER: written})
             plain = await client.get(f"/user/{USER + 4}/nocache")
@@ -197,7 +190,7 @@ async def test_a_waiting_read_is_woken_by_the_published_state_not_by_polling(
         pause(w, paused)
         written = update(stack.mariadb, [USER + 5], name := tag("Published"))
         reading = asyncio.ensure_future(client.get(f"/user/{USER + 5}", headers={HEADER: written}))
-        await until(lambda: watch._waiters == 1 and watch._subscribed, "the read waiting, subscribed")
+        await wait_for_async(lambda: watch._waiters == 1 and watch._subscribed, 10, "the read waiting, subscribed")
         reads: list[None] = []
         monkeypatch.setattr(watch, "refresh", lambda: reads.append(None) or asyncio.sleep(0))
         w.signal(signal.SIGCONT)

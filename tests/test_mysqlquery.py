@@ -7,7 +7,7 @@ import pymysql
 import pytest
 
 from cachetail.mysqlquery import run_once
-from conftest import Stack
+from support.stack import Stack
 
 
 def test_the_rows_and_the_connection_closed(stack: Stack) -> None:

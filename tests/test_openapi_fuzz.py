@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from api_support import api_process
-from cachetail.devstack import MariaDB, load_example
-from conftest import API_PASSWORD, INVALIDATOR_PASSWORD, Stack, start_mariadb
+from cachetail.devstack import MariaDB
+from support.api import api_process
+from support.shop import start_shop
+from support.stack import Stack
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))
@@ -28,12 +29,9 @@ EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))
 
 @pytest.fixture(scope="module")
 def shop_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MariaDB]:
-    server = start_mariadb(tmp_path_factory.mktemp("fuzz-shop"))
-    try:
-        load_example(server, "shop", API_PASSWORD, INVALIDATOR_PASSWORD)
-        yield server
-    finally:
-        server.kill()
+    server = start_shop(tmp_path_factory.mktemp("fuzz-shop"))
+    yield server
+    server.kill()
 
 
 @pytest.fixture(scope="module", params=["lab", "shop"])

@@ -10,15 +10,15 @@ from a snapshot older than the invalidator's last delete.
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
-import time
 
 import redis
 
 from cachetail.devstack import RedisCluster, RedisServer
-from conftest import Stack
-from invalidator_support import wait_for, workers  # noqa: F401
+from support.stack import Stack
+from support.waiting import wait_for
 
 STALE = b'{"stale":true}'
 
@@ -34,6 +34,17 @@ def role(node: RedisServer) -> str | None:
         return None
 
 
+def acknowledged(primary: redis.Redis) -> int:
+    """The lowest replication offset the online replicas acknowledged to ``primary``."""
+    info = primary.info("replication")
+    replicas = [v for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)]
+    return min((int(r["offset"]) for r in replicas if r.get("state") == "online"), default=-1)
+
+
+def info_calls(node: redis.Redis) -> int:
+    return int(node.info("commandstats").get("cmdstat_info", {}).get("calls", 0))
+
+
 def test_a_delete_lost_in_a_failover_is_replayed(single_stack: Stack, cluster_factory, db,
                                                  workers) -> None:
     cluster: RedisCluster = cluster_factory()
@@ -45,7 +56,11 @@ def test_a_delete_lost_in_a_failover_is_replayed(single_stack: Stack, cluster_fa
     on_primary = node_client(primary)
     on_primary.set(key, STALE)
     assert on_primary.execute_command("WAIT", 1, 2000) == 1  # the replica has the stale value
-    time.sleep(2.5)  # replicas acknowledge once a second: let the watch see it in sync
+    # Replicas acknowledge once a second; the watch must see the primary in sync (topology.py).
+    offset = int(on_primary.info("replication")["master_repl_offset"])
+    wait_for(lambda: acknowledged(on_primary) >= offset, 10, "the replica acknowledging the stale value")
+    mine = itertools.count(info_calls(on_primary) + 1)  # every read of the count is an INFO too
+    wait_for(lambda: info_calls(on_primary) > next(mine), 5, "the failover watch reading it")
 
     # The replica hears nothing more: paused, and its link cut.
     os.kill(replica.proc.pid, signal.SIGSTOP)  # type: ignore[union-attr]

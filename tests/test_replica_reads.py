@@ -9,143 +9,31 @@ list, the worker's waiters, a paused tracking socket), never by sleeping.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import itertools
 import json
-import signal
-from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
-import pymysql
 import pytest
 
-from api_support import Delta, anyio_backend, nearcache, running  # noqa: F401
 from cachetail import gtid
 from cachetail.devstack import MariaDB
 from cachetail.keyspace import Keyspace, key_slot, watermark
-from conftest import API_PASSWORD, INVALIDATOR_PASSWORD, Stack, _server_ids, start_mariadb
-from invalidator_support import WorkerProcess, wait_for, workers  # noqa: F401
+from support.api import Delta, running
+from support.invalidator import WorkerProcess
+from support.replication import Replicated, applied, metric, tag, update, wait_applied, wait_applied_async
+from support.waiting import wait_for_async
 
 pytestmark = pytest.mark.anyio
 IDS = list(range(200, 210))
-
-
-@dataclass
-class Replicated:
-    primary: MariaDB
-    replica: MariaDB
-
-    def api_env(self, stack: Stack, prefix: str, **extra: str) -> dict[str, str]:
-        return {**stack.api_env(), "DB_HOST": self.primary.host, "DB_PORT": str(self.primary.port),
-                "DB_READ_HOST": self.replica.host, "DB_READ_PORT": str(self.replica.port),
-                "CACHE_KEY_PREFIX": prefix, **extra}
-
-    def invalidator_env(self, stack: Stack) -> dict[str, str]:
-        return {**stack.invalidator_env(), "DB_HOST": self.primary.host, "DB_PORT": str(self.primary.port)}
-
-    def stop_applying(self) -> None:
-        self.replica.query("STOP SLAVE SQL_THREAD")
-
-    def start_applying(self) -> None:
-        self.replica.query("START SLAVE SQL_THREAD")
-
-    @contextlib.contextmanager
-    def behind(self) -> Iterator[None]:
-        """The replica receives but applies nothing inside the block (its SQL thread stopped)."""
-        self.stop_applying()
-        try:
-            yield
-        finally:
-            self.start_applying()
-
-    def caught_up(self) -> None:
-        self.replica.wait_replicated(self.primary.gtid_pos())
-
-    def waits_in_progress(self) -> int:
-        return int(self.replica.query(
-            "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE '%%MASTER_GTID_WAIT(%%'"
-            " AND INFO NOT LIKE '%%PROCESSLIST%%'")[0][0])
-
-
-@pytest.fixture(scope="module")
-def replicated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicated]:
-    primary = start_mariadb(tmp_path_factory.mktemp("primary"))
-    replica = MariaDB(tmp_path_factory.mktemp("replica"), server_id=next(_server_ids))
-    try:
-        replica.start()
-        replica.replicate_from(primary)
-        replica.wait_replicated(primary.gtid_pos())
-        yield Replicated(primary, replica)
-    finally:
-        replica.kill()
-        primary.kill()
-
-
-@pytest.fixture
-def pair(replicated: Replicated) -> Iterator[Replicated]:
-    """The module's pair, applying and in sync before and after each test."""
-    replicated.start_applying()
-    replicated.caught_up()
-    yield replicated
-    replicated.replica.query("STOP SLAVE")
-    replicated.replica.query("CHANGE MASTER TO MASTER_DELAY = 0")
-    replicated.replica.query("START SLAVE")
-    replicated.caught_up()
-
-
-_runs = itertools.count()
-
-
-def tag(word: str) -> str:
-    """A name no earlier test gave (an UPDATE to the same value changes nothing)."""
-    return f"{word}-{next(_runs)}"
-
-
-def update(server: MariaDB, ids: list[int], name: str) -> str:
-    """Give each user the full name ``<name> <id>``; the GTID of the last transaction."""
-    conn = server.connect(database="cachelab")
-    try:
-        with conn.cursor() as cur:
-            for i in ids:
-                cur.execute("UPDATE users SET full_name = %s WHERE id = %s", (f"{name} {i}", i))
-            cur.execute("SELECT @@last_gtid")
-            return str(cur.fetchone()[0])
-    finally:
-        conn.close()
 
 
 def names(responses: list[Any]) -> list[str]:
     return [json.loads(r.content)["full_name"] for r in responses]
 
 
-def applied(redis_client: Any, w: WorkerProcess) -> str:
-    raw = redis_client.get(w.keyspace.invalidator_applied())
-    return "" if raw is None else raw.decode()
-
-
-def change(pair: Replicated, redis_client: Any, w: WorkerProcess, ids: list[int], word: str) -> str:
+async def change(pair: Replicated, redis_client: Any, w: WorkerProcess, ids: list[int], word: str) -> str:
     """Rename ``ids`` on the primary and wait until the invalidator applied it; the name."""
-    wait_applied(redis_client, w, update(pair.primary, ids, name := tag(word)))
+    await wait_applied_async(redis_client, w, update(pair.primary, ids, name := tag(word)))
     return name
-
-
-def wait_applied(redis_client: Any, w: WorkerProcess, state: str) -> None:
-    wait_for(lambda: gtid.covers(gtid.MARIADB, applied(redis_client, w) or "0-0-0", state), 15,
-             f"the invalidator's applied state to reach {state}")
-
-
-def metric(name: str, **labels: str) -> tuple[str, dict[str, str]]:
-    return f"cachetail_{name}", labels
-
-
-async def until(predicate: Any, what: str, timeout_s: float = 15) -> None:
-    """Wait on a state without blocking the loop the app runs on."""
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not await asyncio.to_thread(predicate):
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"not within {timeout_s} s: {what}")
-        await asyncio.sleep(0.005)
 
 
 # ------------------------------------------------------------- fills from a replica
@@ -162,7 +50,7 @@ async def test_a_lagging_replica_never_fills_the_cache_with_an_invalidated_row(
     async with running(pair.api_env(stack, w.prefix)) as (app, client):
         before = names([await client.get(f"/user/{i}") for i in IDS])
         with pair.behind():
-            name = change(pair, redis_client, w, IDS, "Changed")
+            name = await change(pair, redis_client, w, IDS, "Changed")
             waits = Delta(metric("replica_waits_total", result="timeout"),
                           metric("primary_reads_total", reason="timeout"))
             during = [await client.get(f"/user/{i}") for i in IDS]
@@ -187,11 +75,12 @@ async def test_a_fill_waits_for_the_replica_to_apply_its_watermark(stack, redis_
         for i in IDS:
             await client.get(f"/user/{i}")
         with pair.behind():
-            name = change(pair, redis_client, w, IDS, "Waited")
+            name = await change(pair, redis_client, w, IDS, "Waited")
             waits = Delta(metric("replica_waits_total", result="ok"),
                           metric("primary_reads_total", reason="timeout"))
             reads = asyncio.gather(*(client.get(f"/user/{i}") for i in IDS))
-            await until(lambda: pair.waits_in_progress() == len(IDS), "every fill waiting on the replica")
+            await wait_for_async(lambda: asyncio.to_thread(lambda: pair.waits_in_progress() == len(IDS)), 15,
+                                 "every fill waiting on the replica")
         during = await reads
         assert waits() == [len(IDS), 0]
         assert names(during) == [f"{name} {i}" for i in IDS]
@@ -213,7 +102,7 @@ async def test_an_invalidation_between_the_select_and_the_store_still_wins(
             return
         pair.stop_applying()
         changed.append(update(pair.primary, [IDS[0]], name))
-        await asyncio.to_thread(wait_applied, redis_client, w, changed[0])
+        await wait_applied_async(redis_client, w, changed[0])
 
     try:
         async with running(pair.api_env(stack, w.prefix), after_select=between) as (app, client):
@@ -239,7 +128,7 @@ async def test_a_delayed_replica_is_waited_for(stack, redis_client, workers, pai
     async with running(env) as (app, client):
         await client.get(f"/user/{IDS[1]}")
         last = update(pair.primary, [IDS[1]], name := tag("Delayed"))
-        wait_applied(redis_client, w, last)
+        await wait_applied_async(redis_client, w, last)
         waits = Delta(metric("replica_waits_total", result="ok"))
         fresh = await client.get(f"/user/{IDS[1]}")
         assert waits() == [1]
@@ -258,7 +147,7 @@ async def test_lists_fill_from_the_replica_after_their_variant_changed(stack, re
                 cur.execute("SELECT @@last_gtid")
                 last = str(cur.fetchone()[0])
             conn.close()
-            wait_applied(redis_client, w, last)
+            await wait_applied_async(redis_client, w, last)
             during = await client.get("/products", params={"category": "books"})
     assert "Renamed on the primary" in during.text and during.headers["x-cache"] == "MISS"
 
@@ -272,7 +161,7 @@ async def test_with_a_max_lag_a_recently_changed_key_reads_the_primary(stack, re
     changed, other = IDS[2], next(i for i in range(300, 400)
                                   if key_slot(ks.user(i)) != key_slot(ks.user(IDS[2])))
     with pair.behind():
-        name = change(pair, redis_client, w, [changed, other], "Lagged")
+        name = await change(pair, redis_client, w, [changed, other], "Lagged")
         # the other key's slot last changed long ago (in 1970: the node's mark, and none of its own)
         redis_client.delete(ks.slot_watermark(key_slot(ks.user(other))))
         redis_client.set(ks.node_watermark(), b"1000 " + applied(redis_client, w).encode())

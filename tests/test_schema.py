@@ -8,7 +8,7 @@ import pytest
 
 from cachetail import config, schema
 from cachetail.config import ConfigError
-from conftest import Stack
+from support.stack import Stack
 
 ROOT = Path(__file__).resolve().parent.parent
 DDL = """

@@ -14,101 +14,23 @@ import contextlib
 import itertools
 import json
 import signal
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
-import pymysql
 import pytest
 
-from api_support import Delta, anyio_backend, fills, nearcache, running, selects  # noqa: F401
-from cachetail import config, schema
-from cachetail.devstack import MariaDB, load_example
+from cachetail.devstack import MariaDB
 from cachetail.keyspace import Keyspace
-from conftest import API_PASSWORD, INVALIDATOR_PASSWORD, Stack, start_mariadb
-from invalidator_support import WorkerProcess, wait_for, workers  # noqa: F401
+from support.api import Delta, running, selects
+from support.shop import UUID1, cold_bytes, customer_of, on_shop, one, order_path, run, settled, worker_on_shop
+from support.stack import Stack
+from support.waiting import wait_for_async
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis_kinds("single", "cluster")]
-SHOP_TOML = Path(__file__).resolve().parent.parent / "examples" / "shop.toml"
-UUID1 = "5ca1ab1e-0000-4000-8000-000000000001"
 RUNS = itertools.count(1)
-
-
-def customer_of(order_id: int) -> int:
-    """sql/examples/shop.sql: order 100000+n belongs to customer 1 + (37n mod 500)."""
-    return 1 + ((order_id - 100000) * 37 % 500)
-
-
-def order_path(order_id: int) -> str:
-    return f"/orders/{customer_of(order_id)}/{order_id}"
-
-
-@pytest.fixture(scope="module")
-def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MariaDB]:
-    server = start_mariadb(tmp_path_factory.mktemp("shop"))
-    try:
-        load_example(server, "shop", API_PASSWORD, INVALIDATOR_PASSWORD)
-        yield server
-    finally:
-        server.kill()
-
-
-@pytest.fixture
-def sdb(shop: MariaDB) -> Iterator[pymysql.connections.Connection]:
-    conn = shop.connect(database="shop", init_command="SET time_zone = '+00:00'",
-                        cursorclass=pymysql.cursors.DictCursor)
-    yield conn
-    conn.close()
-
-
-def on_shop(env: dict[str, str], shop: MariaDB, **extra: str) -> dict[str, str]:
-    return {**env, "DB_HOST": shop.host, "DB_PORT": str(shop.port), "DB_NAME": "shop",
-            "CACHETAIL_CONFIG": str(SHOP_TOML), **extra}
-
-
-def one(conn: pymysql.connections.Connection, sql: str, *args: Any) -> dict[str, Any]:
-    with conn.cursor() as cur:
-        cur.execute(sql, args)
-        row = cur.fetchone()
-    assert row is not None, sql
-    return dict(row)
-
-
-def run(conn: pymysql.connections.Connection, sql: str, *args: Any) -> None:
-    with conn.cursor() as cur:
-        cur.execute(sql, args)
-
-
-def worker_on_shop(stack: Stack, shop: MariaDB, workers: Any, **extra: str) -> WorkerProcess:
-    env = on_shop(stack.invalidator_env(), shop)
-    w: WorkerProcess = workers(env, **extra)
-    return w
-
-
-def cold_bytes(shop: MariaDB, entity: str, where: str, *args: Any) -> bytes:
-    """What a cold read serves: the declared SELECT and codec, as the API's account."""
-    conn = shop.connect(user="cachetail_api", password=API_PASSWORD, database="shop",
-                        init_command="SET time_zone = '+00:00'", cursorclass=pymysql.cursors.DictCursor)
-    try:
-        catalog = schema.resolve(config.load(SHOP_TOML), conn, "shop")
-        e = next(x for x in catalog.entities if x.name == entity)
-        row = one(conn, f"SELECT {e.rows.select_list()} FROM {e.table} WHERE {where}", *args)
-        return e.rows.from_select(row)
-    finally:
-        conn.close()
 
 
 @pytest.fixture(autouse=True)
 def _near(nearcache: str) -> str:
     return nearcache
-
-
-async def settled(app: Any) -> None:
-    """Past every invalidation Redis had pushed to this worker's near-cache (a round trip
-    on its tracking connection), so a read right after sees what Redis has."""
-    tracker = app.state.services.tracker
-    if tracker is not None:
-        await tracker.sync()
 
 
 # -------------------------------------------------------------------- serving
@@ -183,8 +105,8 @@ async def test_a_fill_that_read_before_a_write_is_never_stored(
         seen.append(filled_key)
         marker = redis_client.mget(filled_key, *_generation(filled_key))
         run(sdb, write)
-        wait_for(lambda: redis_client.mget(filled_key, *_generation(filled_key)) != marker,
-                 what="the invalidator voided the lease or moved the generation")
+        await wait_for_async(lambda: redis_client.mget(filled_key, *_generation(filled_key)) != marker,
+                             what="the invalidator voided the lease or moved the generation")
 
     async with running(on_shop(stack.api_env(), shop, CACHE_KEY_PREFIX=w.prefix),
                        after_select=write_and_let_the_invalidator_act) as (app, client):
@@ -213,7 +135,7 @@ async def test_refresh_writes_the_bytes_a_cold_read_serves(
         stack: Stack, shop: MariaDB, redis_client, sdb, workers) -> None:
     w = worker_on_shop(stack, shop, workers, INVALIDATOR_MODE="refresh")
     ks = Keyspace(prefix=w.prefix)
-    n = next(RUNS)  # every run changes the rows again (the module's server is shared)
+    n = next(RUNS)  # every run changes the rows again (the session's shop server is shared)
     cases = [
         ("customer", "/customers/C00200", ks.row("c", "C00200"), "code = %s", ("C00200",),
          f"UPDATE customers SET name = 'Zoë 🚀 Refreshed {n}', balance = balance + 0.05,"
@@ -223,7 +145,8 @@ async def test_refresh_writes_the_bytes_a_cold_read_serves(
          " WHERE order_id = 100201"),
         ("gift_card", "/gift-cards/5ca1ab1e-0000-4000-8000-000000000005",
          ks.row("g", "5ca1ab1e000040008000000000000005"), "id = UNHEX(%s)", ("5ca1ab1e000040008000000000000005",),
-         f"UPDATE gift_cards SET flags = {n % 256}, message = NULL WHERE id = UNHEX('5ca1ab1e000040008000000000000005')"),
+         f"UPDATE gift_cards SET flags = {n % 256}, message = NULL"
+         " WHERE id = UNHEX('5ca1ab1e000040008000000000000005')"),
     ]
     async with running(on_shop(stack.api_env(), shop, CACHE_KEY_PREFIX=w.prefix)) as (app, client):
         for _, path, *_ in cases:
@@ -231,7 +154,8 @@ async def test_refresh_writes_the_bytes_a_cold_read_serves(
         for entity, path, key, where, args, write in cases:
             before = redis_client.get(key)
             run(sdb, write)
-            wait_for(lambda: redis_client.get(key) not in (None, before), what=f"{entity} refreshed")
+            await wait_for_async(lambda k=key, b=before: redis_client.get(k) not in (None, b),
+                                 what=f"{entity} refreshed")
             assert redis_client.get(key) == cold_bytes(shop, entity, where, *args)
             await settled(app)
             hit = await client.get(path)
@@ -262,7 +186,7 @@ async def test_the_collation_trap_is_closed(stack: Stack, shop: MariaDB, redis_c
         found = await client.get(f"/customers/new-{n}")
         assert (found.status_code, found.json()["code"]) == (200, f"NEW-{n}")
         run(sdb, "UPDATE customers SET name = %s WHERE code = 'C00300'", f"Renamed {n}")
-        wait_for(lambda: not redis_client.exists(ks.row("c", "C00300")), what="its own key invalidated")
+        await wait_for_async(lambda: not redis_client.exists(ks.row("c", "C00300")), what="its own key invalidated")
         await settled(app)
         assert (await client.get("/customers/C00300")).json()["name"] == f"Renamed {n}"
 
@@ -277,8 +201,8 @@ async def test_a_key_that_changes_invalidates_the_old_and_the_new(
         assert [(await client.get(new)).headers["x-cache"] for _ in range(2)] == ["MISS", "HIT"]  # a cached 404
         run(sdb, "UPDATE orders SET order_id = 990310 WHERE order_id = 100310")
         ks = Keyspace(prefix=w.prefix)
-        wait_for(lambda: not redis_client.exists(ks.row("o", f"{c}:100310"), ks.row("o", f"{c}:990310")),
-                 what="both keys invalidated")
+        await wait_for_async(lambda: not redis_client.exists(ks.row("o", f"{c}:100310"), ks.row("o", f"{c}:990310")),
+                             what="both keys invalidated")
         assert (await client.get(old)).status_code == 404
         moved = await client.get(new)
         assert (moved.status_code, moved.json()["order_id"]) == (200, 990310)
@@ -302,10 +226,11 @@ async def test_a_row_change_invalidates_only_the_variants_it_is_in(
         async def x_cache(params: dict[str, str]) -> str:
             return (await client.get("/order-lines", params=params)).headers["x-cache"]
 
+        async def invalidated(params: dict[str, str]) -> bool:
+            return await x_cache(params) != "HIT"
+
         for name in ("mine", "mine+status", "all"):
-            deadline = asyncio.get_running_loop().time() + 10
-            while await x_cache(variants[name]) == "HIT" and asyncio.get_running_loop().time() < deadline:
-                await asyncio.sleep(0.01)
+            await wait_for_async(lambda n=name: invalidated(variants[n]), 10, f"{name} invalidated")
         assert await x_cache(variants["other"]) == "HIT"  # another order: untouched
         fresh = await client.get("/order-lines", params=moved)
         assert any(x["line_no"] == 1 for x in fresh.json())
@@ -328,74 +253,3 @@ async def test_redis_gone_answers_from_mysql(stack: Stack, shop: MariaDB, redis_
                 assert (answer.status_code, answer.headers["x-cache"]) == (200, "BYPASS"), path
         finally:
             server.proc.send_signal(signal.SIGCONT)
-
-
-# ------------------------------------------------------ ENUM and DATE list filters
-
-
-def card_id(n: int) -> bytes:
-    """sql/examples/shop.sql: gift card n's BINARY(16) id."""
-    return bytes.fromhex(f"5ca1ab1e000040008000{n:012x}")
-
-
-@pytest.mark.redis_kinds("single")
-@pytest.mark.parametrize("mode", ["delete", "refresh"])
-async def test_an_enum_filtered_list_is_served_and_invalidated_per_variant(
-        stack: Stack, shop: MariaDB, redis_client, sdb, workers, mode: str) -> None:
-    """?state=Active is the member 'active' (utf8mb4_unicode_ci), one variant with ?state=active.
-    A card moving from active to void invalidates those two variants, not 'redeemed'.  The
-    binlog carries the member's index: the invalidator names it through the table map."""
-    w = worker_on_shop(stack, shop, workers, INVALIDATOR_MODE=mode)
-    n = next(i for i in range(1, 201) if i % 5 and i % 23 and i % 4)  # active, with an expiry date
-    expires = one(sdb, "SELECT expires_on FROM gift_cards WHERE id = %s", card_id(n))["expires_on"].isoformat()
-    async with running(on_shop(stack.api_env(), shop, CACHE_KEY_PREFIX=w.prefix)) as (_, client):
-        async def x_cache(**params: str) -> str:
-            answer = await client.get("/gift-cards", params=params)
-            assert answer.status_code == 200, answer.text
-            return answer.headers["x-cache"]
-
-        assert [await x_cache(state="active"), await x_cache(state="Active"), await x_cache(state="ACTIVE ")] \
-            == ["MISS", "HIT", "HIT"]
-        assert [await x_cache(state="void"), await x_cache(state="redeemed")] == ["MISS", "MISS"]
-        assert [await x_cache(expires=expires), await x_cache(expires=expires, state="active")] == ["MISS", "MISS"]
-        bad = await client.get("/gift-cards", params={"state": "lost"})
-        assert (bad.status_code, bad.json()["error"]) == (400, "invalid_state")
-        assert "one of active, redeemed, void" in bad.json()["detail"]
-        day = await client.get("/gift-cards", params={"expires": "2025-02-30"})
-        assert (day.status_code, day.json()["error"]) == (400, "invalid_expires")
-
-        run(sdb, "UPDATE gift_cards SET state = 'void' WHERE id = %s", card_id(n))
-        deadline = asyncio.get_running_loop().time() + 10
-        while await x_cache(state="void") == "HIT" and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.01)
-        assert [await x_cache(state="Active"), await x_cache(expires=expires, state="active")] == ["MISS", "MISS"]
-        assert await x_cache(state="redeemed") == "HIT"  # the card was never in it
-        voided = await client.get("/gift-cards", params={"state": "VOID", "expires": expires})
-        assert [c["state"] for c in voided.json()] == ["void"] and voided.headers["x-cache"] == "MISS"
-    run(sdb, "UPDATE gift_cards SET state = 'active' WHERE id = %s", card_id(n))
-
-
-@pytest.mark.redis_kinds("single")
-async def test_enum_members_reordered_by_ddl_are_named_through_the_new_table_map(
-        stack: Stack, shop: MariaDB, redis_client, sdb, workers) -> None:
-    """ALTER TABLE ... MODIFY reorders the members (the stored indexes change meaning) and adds
-    one: the DDL rule drops the list's keys, and the next change is named by the new map."""
-    w = worker_on_shop(stack, shop, workers)
-    n = next(i for i in range(1, 201) if i % 5 and i % 23 and i % 4 and i > 100)
-    async with running(on_shop(stack.api_env(), shop, CACHE_KEY_PREFIX=w.prefix)) as (_, client):
-        async def x_cache(state: str) -> str:
-            return (await client.get("/gift-cards", params={"state": state})).headers["x-cache"]
-
-        try:
-            run(sdb, "ALTER TABLE gift_cards MODIFY state ENUM('void', 'lost', 'redeemed', 'active') NOT NULL")
-            await asyncio.to_thread(wait_for, lambda: "DDL on a followed table" in w.log(), 10, "the DDL rule")
-            assert [await x_cache("active"), await x_cache("active"), await x_cache("redeemed")] \
-                == ["MISS", "HIT", "MISS"]
-            run(sdb, "UPDATE gift_cards SET state = 'redeemed' WHERE id = %s", card_id(n))
-            deadline = asyncio.get_running_loop().time() + 10
-            while await x_cache("active") == "HIT" and asyncio.get_running_loop().time() < deadline:
-                await asyncio.sleep(0.01)
-            assert await x_cache("redeemed") == "MISS"  # index 3 read as 'redeemed', not 'void'
-        finally:
-            run(sdb, "UPDATE gift_cards SET state = 'active' WHERE id = %s", card_id(n))
-            run(sdb, "ALTER TABLE gift_cards MODIFY state ENUM('active', 'redeemed', 'void') NOT NULL")

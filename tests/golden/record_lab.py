@@ -37,7 +37,7 @@ HEADERS = ("content-type", "content-length", "x-cache", "x-cache-tier", "allow",
 
 
 async def replay(env: dict[str, str]) -> list[dict[str, Any]]:
-    from api_support import running
+    from support.api import running
 
     out = []
     async with running(env, NEARCACHE="1") as (_, client):

@@ -8,7 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from cachetail.devstack import ROOT
+
 LAB = ROOT / "cachetail.toml"
 SHOP = ROOT / "examples" / "shop.toml"
 SETTINGS = ("DB_", "REDIS_", "CACHE_", "API_", "ADMIN_", "PROMETHEUS_", "INVALIDATOR_", "CACHETAIL_", "NEARCACHE")

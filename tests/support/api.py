@@ -1,16 +1,15 @@
-"""Helpers of the API tests: an in-process app on the test stack, metric deltas, subprocesses."""
+"""The API in tests: in-process on the test stack (``running``) or as a process
+(``api_process``), metric deltas, error bodies; the ``anyio_backend`` and ``nearcache``
+fixtures."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -21,8 +20,7 @@ from api.app import create_app
 from api.cache import AfterSelect
 from api.settings import ApiSettings
 from cachetail.devstack import free_port, terminate
-
-ROOT = Path(__file__).resolve().parent.parent
+from support.waiting import WaitTimeout, wait_for, wait_for_async
 
 
 @pytest.fixture
@@ -36,8 +34,8 @@ _DEFAULTS: dict[str, str] = {}
 
 @pytest.fixture
 def nearcache(request: pytest.FixtureRequest) -> Iterator[str]:
-    """The near-cache on ("1") or off ("0") in the apps running() starts.  conftest's
-    pytest_generate_tests runs such a test with it on and off, on each Redis kind."""
+    """The near-cache on ("1") or off ("0") in the apps running() starts.
+    support.redis_kinds runs such a test with it on and off, on each Redis kind."""
     value = str(getattr(request, "param", "0"))
     _DEFAULTS["NEARCACHE"] = value
     yield value
@@ -53,9 +51,9 @@ async def running(env: Mapping[str, str], after_select: AfterSelect | None = Non
     app = create_app(settings, after_select=after_select)
     async with app.router.lifespan_context(app):
         near = app.state.services.near
-        deadline = time.monotonic() + 2
-        while near is not None and not near.live and time.monotonic() < deadline:
-            await asyncio.sleep(0.005)
+        if near is not None:
+            with contextlib.suppress(WaitTimeout):  # Redis may be down: the test's subject
+                await wait_for_async(lambda: near.live, 2, "the near-cache tracking", 0.005)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as client:
             yield app, client
@@ -74,7 +72,7 @@ class Delta:
         self._start = [sample(n, **labels) for n, labels in names]
 
     def __call__(self) -> list[float]:
-        return [sample(n, **labels) - s for (n, labels), s in zip(self._names, self._start)]
+        return [sample(n, **labels) - s for (n, labels), s in zip(self._names, self._start, strict=True)]
 
 
 def selects(entity: str) -> tuple[str, dict[str, str]]:
@@ -109,17 +107,19 @@ def api_process(env: Mapping[str, str], cwd: Path, *args: str) -> Iterator[tuple
         proc = subprocess.Popen([sys.executable, "-m", "api", "--no-access-log", *args],
                                 cwd=cwd, env=full_env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
+        assert proc.poll() is None, "exited"
+        try:
+            return httpx.get(url + "/health", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"api did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.1)
+        try:
+            wait_for(answers, 20, "/health", 0.1)
+        except AssertionError as failed:
+            raise AssertionError(f"api did not start ({failed}):\n{log.read_text()[-3000:]}") from None
         yield url, proc
     finally:
         terminate(proc)

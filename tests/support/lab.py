@@ -4,19 +4,18 @@ the same code as the API and the invalidator, never spelled by hand."""
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 from typing import Any
 
 import pymysql
 
 from cachetail import config, schema
+from cachetail.devstack import ROOT
 from cachetail.keyspace import Keyspace
 
-ROOT = Path(__file__).resolve().parent.parent
 LAB = config.load(ROOT / "cachetail.toml")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _catalog(host: str, port: int) -> schema.Catalog:
     conn = pymysql.connect(host=host, port=port, user="root", password="", database="cachelab")
     try:

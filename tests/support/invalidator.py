@@ -1,4 +1,5 @@
-"""Helpers for the invalidator tests: run the worker as a process, poll, scrape its metrics."""
+"""The invalidator in tests: the worker as a process (``WorkerProcess``, the ``workers``
+fixture), its metrics scraped; keys put and read in bulk; the binlog's end."""
 
 from __future__ import annotations
 
@@ -7,34 +8,23 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from cachetail.devstack import ROOT, free_port
 from cachetail.keyspace import Keyspace
+from support.waiting import wait_for
 
 _prefixes = itertools.count(1)
 
 
 def unique_prefix() -> str:
     return f"t{os.getpid()}x{next(_prefixes)}"
-
-
-def wait_for(predicate: Callable[[], Any], timeout_s: float = 10, what: str = "condition",
-             interval: float = 0.01) -> Any:
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what} (last: {last!r})")
 
 
 class WorkerProcess:
@@ -107,7 +97,7 @@ class WorkerProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-            raise AssertionError(f"the worker did not stop within {timeout_s} s:\n{self.log()}")
+            raise AssertionError(f"the worker did not stop within {timeout_s} s:\n{self.log()}") from None
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -137,11 +127,8 @@ def master_position(conn: Any) -> tuple[str, int]:
     return str(row[0]), int(row[1])
 
 
-import pytest  # noqa: E402
-
-
 @pytest.fixture
-def workers(tmp_path: Path) -> Any:
+def workers(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     """``workers(env, **overrides)`` -> a started WorkerProcess, killed at teardown."""
     started: list[WorkerProcess] = []
 
