@@ -18,7 +18,7 @@ from starlette.routing import Mount, Route
 from starlette.types import Receive, Scope, Send
 
 from api import admin, docs
-from api.cache import AfterSelect
+from api.fills import AfterSelect
 from api.dispatch import CachetailApp
 from api.entities import EntityEndpoint, EntityNocache
 from api.lists import ListEndpoint

@@ -8,7 +8,7 @@ from typing import Any
 
 from starlette.requests import Request
 
-from api.cache import Answer
+from api.answer import Answer
 from api.errors import ApiError
 from cachetail.codec import BadKey, Column, KeyCodec
 

@@ -19,10 +19,11 @@ import pymysql
 from redis.asyncio import Redis, RedisCluster
 from starlette.requests import Request
 
-from api.cache import AfterSelect, Cache
+from api.cache import Cache
 from api.clusterlean import ClusterLean
 from api.clustertracking import ClusterTracker
 from api.db import Database, ReadConfigError
+from api.fills import AfterSelect
 from api.freshness import AppliedWatch, Freshness, cluster_locator
 from api.lean import LeanRedis
 from api.nearcache import NearCache
