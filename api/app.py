@@ -68,7 +68,7 @@ def create_app(settings: ApiSettings, *, config: Config | None = None,
     declared = config if config is not None else load_config(settings.config_path)
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: CachetailApp) -> AsyncIterator[None]:
         svc = Services.build(settings, declared, after_select)
         app.state.services = app.services = svc  # the attribute for the hot path (api/dispatch.py)
         log.info("cachetail API: MySQL %s:%s as %s, Redis %s%s:%s%s", settings.mysql.host,

@@ -194,7 +194,7 @@ class AppliedWatch:
                     changed = self._changed = asyncio.get_running_loop().create_future()
                 try:
                     await asyncio.wait_for(asyncio.shield(changed), remaining)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     break
                 if self.covers(need):
                     MIN_GTID_WAITS.labels("ok").inc()

@@ -10,7 +10,6 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -54,7 +53,7 @@ async def running(env: Mapping[str, str], after_select: AfterSelect | None = Non
     async with app.router.lifespan_context(app):
         near = app.state.services.near
         deadline = time.monotonic() + 2
-        while near is not None and not near.live and time.monotonic() < deadline:
+        while near is not None and not near.live and time.monotonic() < deadline:  # noqa: ASYNC110 - live is a plain flag
             await asyncio.sleep(0.005)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as client:
@@ -74,7 +73,7 @@ class Delta:
         self._start = [sample(n, **labels) for n, labels in names]
 
     def __call__(self) -> list[float]:
-        return [sample(n, **labels) - s for (n, labels), s in zip(self._names, self._start)]
+        return [sample(n, **labels) - s for (n, labels), s in zip(self._names, self._start, strict=True)]
 
 
 def selects(entity: str) -> tuple[str, dict[str, str]]:
