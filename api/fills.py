@@ -54,18 +54,18 @@ class Fills:
         if near is not None and lean is None:
             raise ValueError("the near-cache reads through the lean connection")
         self._redis = client
-        self._fresh = fresh
-        self.applied = applied
-        self._min_gtid_wait_s = min_gtid_wait_s
+        self._guard = guard
+        self._hot_bounded = lean is None  # the lean connections hold no pooled connection
         self._lean = lean
         self._near = near
         self.after_tracked_read: AfterTrackedRead | None = None
-        self._guard = guard
-        self._hot_bounded = lean is None  # the lean connections hold no pooled connection
         self._keys = keys
         self._lease_ms = settings.lease_ms
         self._wait_s = settings.lease_wait_ms / 1000
         self._after_select = after_select
+        self._fresh = fresh
+        self.applied = applied
+        self._min_gtid_wait_s = min_gtid_wait_s
         # fills' commands go where the hot reads go (pipelined, hiredis) when there is a lean
         # connection; through redis-py otherwise
         self._scripts = {text: client.register_script(text) for text in _SCRIPTS}
