@@ -64,7 +64,7 @@ def create_app(settings: ApiSettings, *, config: Config | None = None,
                after_select: AfterSelect | None = None) -> Starlette:
     """The API for ``settings`` and the declaration (default: ``settings.config_path``);
     pools are built in its lifespan.  ``after_select`` is the test seam between a fill's
-    SELECT and its store (see :mod:`api.cache`).  Raises ConfigError for a bad declaration."""
+    SELECT and its store (see :mod:`api.fills`).  Raises ConfigError for a bad declaration."""
     declared = config if config is not None else load_config(settings.config_path)
 
     @contextlib.asynccontextmanager
