@@ -56,7 +56,7 @@ class Cache(ListReads):
                 value = await self._lean.get(key)
             except REDIS_FAILURES as exc:
                 self._guard.failed("get", exc)
-                answer = await self._bypass(key, load, None)
+                answer = await self._bypass(key, _body(load), None)
             else:
                 if value is not None and not is_lease(value):
                     answer = Answer(None if is_negative(value) else value, HIT, REDIS)
@@ -77,22 +77,15 @@ class Cache(ListReads):
             value = await self._guard.run("get", lambda: self._tracked_get(key, near),
                                           bounded=self._hot_bounded)
         except RedisUnavailable:
-            return await self._bypass(key, load, need)
+            return await self._bypass(key, _body(load), need)
         if value is not None and not is_lease(value):
             return Answer(None if is_negative(value) else value, HIT, REDIS)
         return await self._miss(name, key, load, ttl_s, negative_ttl_s, need)
 
     def _miss(self, name: str, key: str, load: EntityLoader, ttl_s: int, negative_ttl_s: int,
               need: GtidState | None) -> Awaitable[Answer]:
-        """No value in Redis: the fill's answer (one fill per key and worker at a time)."""
-        # a fill for a Cachetail-Min-GTID shares no flight begun before that state was applied
-        flight = key if need is None else (key, need)
-        return self._shared(flight, lambda: self._fill_entity(name, key, load, ttl_s, negative_ttl_s, need))
-
-    async def _bypass(self, key: str, load: EntityLoader, need: GtidState | None) -> Answer:
-        """Redis unavailable: read MySQL, store nothing (concurrent bypasses of a key share it)."""
-        body = _body(load)
-        return Answer(await self._shared(("bypass", key, need), lambda: body(self._unleased(need))), BYPASS)
+        """No value in Redis: the fill's answer."""
+        return self._fill_once(key, need, lambda: self._fill_entity(name, key, load, ttl_s, negative_ttl_s, need))
 
     async def _tracked_get(self, key: str, near: bool) -> bytes | None:
         """GET, and with a live near-cache keep what it found unless the key's

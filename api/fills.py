@@ -162,6 +162,17 @@ class Fills:
         filled(entity, "uncached")
         return Answer(await load(self._contended()), MISS)
 
+    def _fill_once(self, key: str, need: GtidState | None,
+                   fill: Callable[[], Awaitable[Answer]]) -> Awaitable[Answer]:
+        """One fill per key and worker at a time; a fill for a Cachetail-Min-GTID shares no
+        flight begun before that state was applied."""
+        return self._shared(key if need is None else (key, need), fill)
+
+    async def _bypass(self, key: str, body: Callable[[Source], Awaitable[bytes | None]],
+                      need: GtidState | None) -> Answer:
+        """Redis unavailable: read MySQL, store nothing (concurrent bypasses of a key share it)."""
+        return Answer(await self._shared(("bypass", key, need), lambda: body(self._unleased(need))), BYPASS)
+
     async def _shared(self, flight: Hashable, make: Callable[[], Awaitable[T]]) -> T:
         """Single-flight: one run of ``make`` per key at a time; a caller's cancellation
         (client gone) does not cancel the run the others wait for."""

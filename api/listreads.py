@@ -40,11 +40,10 @@ class ListReads(Fills):
         try:
             state, body = await read(key)
         except RedisUnavailable:
-            return Answer(await self._shared(("bypass", key, need), lambda: load(self._unleased(need))), BYPASS)
+            return await self._bypass(key, load, need)
         if state == FOUND:
             return Answer(body, HIT, REDIS)
-        flight = key if need is None else (key, need)
-        return await self._shared(flight, lambda: self._fill_list(name, gen_key, key, load, ttl_s, need))
+        return await self._fill_once(key, need, lambda: self._fill_list(name, gen_key, key, load, ttl_s, need))
 
     async def _fill_list(self, name: str, gen_key: str, key: str, load: ListLoader, ttl_s: int,
                          need: GtidState | None) -> Answer:
