@@ -24,7 +24,7 @@ from api.entities import EntityEndpoint, EntityNocache
 from api.lists import ListEndpoint
 from api.errors import HANDLERS, json_error
 from api.metrics_endpoint import HttpMetrics, metrics
-from api.services import Services
+from api.services import Services, log_config_error
 from api.settings import ApiSettings, SettingsError
 from cachetail.config import Config, ConfigError
 from cachetail.config import load as load_config
@@ -78,8 +78,7 @@ def create_app(settings: ApiSettings, *, config: Config | None = None,
         try:
             await svc.start()
         except ConfigError as exc:
-            for line in exc.errors:
-                log.error("%s: %s", exc.source, line)
+            log_config_error(exc)
             await svc.close()
             raise
         try:

@@ -256,10 +256,7 @@ class AppliedWatch:
     async def _poll(self) -> None:
         while self._waiters:
             await asyncio.sleep(POLL_SUBSCRIBED_S if self._subscribed else POLL_S)
-            try:
-                await self.refresh()
-            except RedisError:
-                pass
+            await self._refresh_quietly()
 
     async def _subscribe(self) -> None:
         backoff = Backoff(0.05, RETRY_MAX_S)

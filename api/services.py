@@ -130,8 +130,7 @@ class Services:
             except pymysql.err.MySQLError:
                 continue
             except ConfigError as exc:
-                for line in exc.errors:
-                    log.error("%s: %s", exc.source, line)
+                log_config_error(exc)
                 return
 
     async def probe_reads(self) -> None:
@@ -156,8 +155,7 @@ class Services:
             try:
                 await self.probe_reads()
             except ConfigError as exc:
-                for line in exc.errors:
-                    log.error("%s: %s", exc.source, line)
+                log_config_error(exc)
                 return
 
     async def start(self) -> None:
@@ -187,6 +185,12 @@ class Services:
         if isinstance(self.redis, Redis):
             await self.redis.connection_pool.disconnect()
         self.db.close()
+
+
+def log_config_error(exc: ConfigError) -> None:
+    """A declaration that does not fit the database: one line per error."""
+    for line in exc.errors:
+        log.error("%s: %s", exc.source, line)
 
 
 def start_tracking(settings: ApiSettings, prefixes: list[str], lean: LeanRedis | ClusterLean
