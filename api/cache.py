@@ -25,7 +25,8 @@ from api.listreads import ListReads
 from api.redisconn import REDIS_FAILURES, RedisUnavailable
 from cachetail import keyspace
 from cachetail.gtid import GtidState
-from cachetail.keyspace import CAS_STORE, ENTITY_LEASE, is_lease, is_negative
+from cachetail.keyspace import is_lease, is_negative
+from cachetail.scripts import CAS_STORE, ENTITY_LEASE
 
 # (body or None, storable), read from the given source
 EntityLoader = Callable[[Source], Awaitable[tuple[bytes | None, bool]]]

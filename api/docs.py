@@ -18,7 +18,8 @@ from starlette.staticfiles import StaticFiles
 
 from cachetail import gtid
 from cachetail.codec import Column
-from cachetail.codec_keys import MAX_CURSOR, cursor_pattern, param_schema
+from cachetail.codec_cursor import MAX_CURSOR, cursor_pattern
+from cachetail.codec_keys import param_schema
 from cachetail.config import Config, EntitySpec, ListSpec
 from cachetail.schema import Catalog, Entity, Listing
 

@@ -24,7 +24,8 @@ from api.nearcache import NearCache
 from api.redisconn import Guard, RedisUnavailable
 from cachetail import keyspace
 from cachetail.gtid import GtidState
-from cachetail.keyspace import CAS_STORE, ENTITY_LEASE, LEASE_RELEASE, LIST_CAS_STORE, LIST_LEASE, Keyspace
+from cachetail.keyspace import Keyspace
+from cachetail.scripts import CAS_STORE, ENTITY_LEASE, LEASE_RELEASE, LIST_CAS_STORE, LIST_LEASE
 from cachetail.settings import CacheSettings
 from metrics.api import CACHE_FILLS, FILLS_IN_FLIGHT, HOT
 from metrics.batched import Counted

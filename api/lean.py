@@ -1,6 +1,6 @@
 """A lean path to Redis for the hot reads: one pipelined connection per worker.
 
-Profiled on a warm GET (``bench/redis_get_profile.py``), redis.asyncio spends
+Profiled on a warm GET (docs/probes.md, redis_get_profile), redis.asyncio spends
 most of its time around the command, not in it: taking and giving back a pool
 connection under a lock, two ``asyncio.timeout`` scopes, retry and event
 dispatch wrappers, observability hooks, packing through a generic encoder.

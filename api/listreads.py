@@ -16,7 +16,8 @@ from api.db import Source
 from api.fills import Fills, filled, in_flight, lease_token
 from api.redisconn import RedisUnavailable
 from cachetail.gtid import GtidState
-from cachetail.keyspace import LIST_CAS_STORE, LIST_LEASE, is_lease, stamp, unstamp
+from cachetail.keyspace import is_lease, stamp, unstamp
+from cachetail.scripts import LIST_CAS_STORE, LIST_LEASE
 
 ListLoader = Callable[[Source], Awaitable[bytes]]
 

@@ -24,7 +24,7 @@ from api.errors import ApiError
 from api.freshness import min_gtid
 from api.reads import JSON, check_query, headers, parse, takes
 from api.services import Services
-from cachetail.codec_keys import cursor_values
+from cachetail.codec_cursor import cursor_values
 from cachetail.config import ListSpec
 from cachetail.keyspace import Keyspace
 from cachetail.schema import NEXT, Filter, Listing

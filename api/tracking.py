@@ -3,7 +3,7 @@
 One RESP3 connection per worker runs ``CLIENT TRACKING on BCAST PREFIX
 <prefix>:{u:``: from then on Redis pushes the name of every key under that
 prefix that changes, whoever changed it and whichever connection read it, and
-a null for FLUSHALL/FLUSHDB.  BCAST rather than the default mode (README,
+a null for FLUSHALL/FLUSHDB.  BCAST rather than the default mode (docs/protocol.md,
 "The near-cache"): Redis keeps no per-key state for us, and the promise rests
 on this one connection alone — reads may use any connection.
 

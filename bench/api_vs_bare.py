@@ -83,7 +83,7 @@ def servers(specs: list[tuple[list[str], dict[str, str], str]], cwd: Path) -> It
             procs.append(subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL,
                                           stderr=subprocess.PIPE))
         deadline = time.monotonic() + 30
-        for proc, (cmd, _, health) in zip(procs, specs):
+        for proc, (cmd, _, health) in zip(procs, specs, strict=True):
             while True:
                 if proc.poll() is not None:
                     assert proc.stderr is not None

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -141,7 +141,7 @@ def run(args: argparse.Namespace, ui: UI) -> dict[str, Any]:
     out = Path(args.out or ROOT / "bench-results" / datetime.now().strftime("%Y%m%d-%H%M%S"))
     started = time.time()
     results: dict[str, Any] = {
-        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "config": {"api_url": t.api_url, "invalidator_url": t.invalidator_url,
                    "scenarios": args.scenarios, "quick": args.quick, "plan": vars(plan),
                    "freshness": vars(fresh)},

@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             http.get(f"/user/{USER}")  # cached
             write(mark)
             started_at = time.monotonic()  # the commit returned
-            steady.append(poll(lambda: reader_sees(mark), 30, "steady change") - started_at)
+            steady.append(poll(lambda mark=mark: reader_sees(mark), 30, "steady change") - started_at)
 
             replica.wait_replicated(primary.gtid_pos())
             proxy.refuse()
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
             primary, replica = replica, primary
             mark = f"after failover {n}"
             write(mark)
-            moved.append(poll(lambda: reader_sees(mark), 60, "change on the new primary") - moved_at)
+            moved.append(poll(lambda mark=mark: reader_sees(mark), 60, "change on the new primary") - moved_at)
             print(f"  round {n + 1}: steady {steady[-1] * 1000:.0f} ms; after the address moved"
                   f" {moved[-1] * 1000:.0f} ms (server_id {primary.server_id} now primary)", flush=True)
             replica.start()

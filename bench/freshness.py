@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bench import figures
-from bench.load import Connection, HttpError
+from bench.httpclient import Connection, HttpError
 from bench.promdiff import diff
 from bench.stats import summarize
 from bench.target import BenchError, DbConfig, Target

@@ -304,14 +304,14 @@ def takeover(s: Servers, args: argparse.Namespace, work: Path) -> dict[str, Any]
             killed = time.monotonic()
             with db.cursor() as cur:
                 cur.execute("UPDATE users SET full_name = CONCAT('k', full_name) WHERE id = %s", (500 + n,))
-            led = wait(lambda: standby.leader() == 1, args.lease * 4 + 10, "takeover")
-            fresh = wait(lambda: client.get(key) is None, 30, "the change applied")
+            led = wait(lambda standby=standby: standby.leader() == 1, args.lease * 4 + 10, "takeover")
+            fresh = wait(lambda key=key: client.get(key) is None, 30, "the change applied")
             to_lead.append(led - killed)
             to_fresh.append(fresh - killed)
             print(f"  kill {n + 1}: standby leads after {to_lead[-1]:.2f} s, the change made at the"
                   f" kill is in Redis after {to_fresh[-1]:.2f} s", flush=True)
             leader.start()  # back, as the new standby
-            wait(lambda: leader.leader() == 0, 30, "the killed one back as standby")
+            wait(lambda leader=leader: leader.leader() == 0, 30, "the killed one back as standby")
             leader, standby = standby, leader
     finally:
         for inv in pair:

@@ -17,7 +17,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bench import figures
-from bench.load import KIND_INDEX, Connection, Mix, Samples, run_load
+from bench.httpclient import Connection
+from bench.load import KIND_INDEX, Mix, Samples, run_load
 from bench.promdiff import Scrape, diff
 from bench.stats import first_time_at_least, ratio, summarize, windows
 from bench.target import Target
@@ -136,7 +137,7 @@ class _Monitor:
 
     def server_timeline(self) -> list[tuple[float, float | None]]:
         out = []
-        for (t0, a), (_, b) in zip(self.scrapes, self.scrapes[1:]):
+        for (t0, a), (_, b) in zip(self.scrapes, self.scrapes[1:], strict=False):
             out.append((t0, figures.hit_rate(diff(a, b).by(figures.LOOKUPS, "result"))))
         return out
 
@@ -180,15 +181,15 @@ def cold_to_warm(t: Target, plan: Plan, ui: UI) -> tuple[dict[str, Any], dict[st
         "timeline": timeline,
         "server_timeline": [{"t_s": x, "hit_rate": y} for x, y in server_series],
     }
-    first = [lat for st, lat, k in zip(s.start, s.latency, s.kind)
+    first = [lat for st, lat, k in zip(s.start, s.latency, s.kind, strict=True)
              if st - t0 < plan.window_s and k == KIND_INDEX["user"]]
-    misses = [lat for lat, k, c in zip(s.latency, s.kind, s.cache)
+    misses = [lat for lat, k, c in zip(s.latency, s.kind, s.cache, strict=True)
               if k == KIND_INDEX["user"] and c == ord("M")]
     return out, {"cold_first_window": first, "misses": misses}
 
 
 def _client_timeline(s: Samples, t0: float, width: float) -> list[dict[str, Any]]:
-    rows = list(zip(s.latency, s.cache, s.kind))
+    rows = list(zip(s.latency, s.cache, s.kind, strict=True))
     out = []
     for start, group in windows(list(s.start), rows, width, t0):
         looked = [c for _, c, _k in group if c in (ord("H"), ord("M"), ord("B"))]

@@ -64,7 +64,7 @@ def windows(starts: Sequence[float], values: Sequence[float], width_s: float,
     if not starts:
         return []
     buckets: dict[int, list[float]] = {}
-    for t, v in zip(starts, values):
+    for t, v in zip(starts, values, strict=True):
         buckets.setdefault(int((t - t0) // width_s), []).append(v)
     first, last = min(buckets), max(buckets)
     return [(i * width_s, buckets.get(i, [])) for i in range(first, last + 1)]

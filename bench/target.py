@@ -9,7 +9,7 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 
-from bench.load import Connection, Response
+from bench.httpclient import Connection, Response
 from bench.promdiff import Scrape, parse
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from cachetail.codec import Column
 from cachetail.collation import is_exact, pads_spaces
-from cachetail.config import Config, EntitySpec, ListSpec
+from cachetail.config import Config, EntitySpec, ListSpec, Routed
 from cachetail.grants import Account
 from cachetail.keyspace import Keyspace
 from cachetail.schema import Catalog, Entity, Listing
@@ -46,10 +46,7 @@ class KeyColumn:
 
 
 @dataclass(frozen=True)
-class EntityView:
-    name: str
-    table: str
-    route: str
+class EntityView(Routed):
     nocache_route: str | None
     key: tuple[KeyColumn, ...]
     columns: tuple[str, ...] | None  # None: every column (offline, undeclared)
@@ -79,10 +76,7 @@ class VariantKeys:
 
 
 @dataclass(frozen=True)
-class ListView:
-    name: str
-    table: str
-    route: str
+class ListView(Routed):
     filters: tuple[FilterView, ...]
     order: tuple[str, ...]  # "-col": descending
     limit: int

@@ -89,9 +89,9 @@ class RowCodec:
         pairs = [converters(c) for c in columns]
         prefixes = [json_str(n) + ":" for n in names]
         self._cold: tuple[tuple[str, str, Converter], ...] = tuple(
-            (n, p, cold) for n, p, (cold, _) in zip(names, prefixes, pairs))
+            (n, p, cold) for n, p, (cold, _) in zip(names, prefixes, pairs, strict=True))
         self._binlog: tuple[tuple[str, str, Converter], ...] = tuple(
-            (n, p, binlog) for n, p, (_, binlog) in zip(names, prefixes, pairs))
+            (n, p, binlog) for n, p, (_, binlog) in zip(names, prefixes, pairs, strict=True))
         self._empty_sets = {c.name: not c.nullable for c in columns if c.data_type == "set"}
 
     def select_list(self) -> str:
@@ -117,7 +117,7 @@ class RowCodec:
         sources = [None] * len(images) if none_sources is None else list(none_sources)
         if len(sources) != len(images):
             raise CodecError(f"{len(images)} images but {len(sources)} none_sources")
-        parts = [self._object(v, self._binlog, s) for v, s in zip(images, sources)]
+        parts = [self._object(v, self._binlog, s) for v, s in zip(images, sources, strict=True)]
         return ("[" + ",".join(parts) + "]").encode("utf-8")
 
     def _object(self, row: Mapping[str, Any], plan: tuple[tuple[str, str, Converter], ...],

@@ -39,10 +39,10 @@ import re
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
-from urllib.parse import quote, unquote_to_bytes
+from urllib.parse import quote
 
 from cachetail.codec_columns import CodecError, Column, UnsupportedColumn, _no_surrogates, encodable, unsupported
-from cachetail.patterns import anchored, int_between, matches
+from cachetail.patterns import anchored, matches
 
 SHOWN = 40  # at most this many characters of bad input go into a message
 MAX_KEY_COLUMNS = 3
@@ -144,7 +144,7 @@ def char_class(column: Column) -> str:
     return _charset_class((column.charset or "").lower())
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _charset_class(charset: str) -> str:
     controls = "\\u0000-\\u001f\\u007f-\\u009f"
     if charset in ("latin1", "ascii"):
@@ -248,56 +248,6 @@ def param_schema(column: Column) -> dict[str, Any]:
             "pattern": text_pattern(column)}
 
 
-# A keyset cursor part (the ``after`` of a paged list): what the API writes into Link: an
-# integer in decimal, hex for binary, percent-encoded UTF-8 for text; any such part is a
-# bound of a comparison, so no length or character limit beyond its form.
-_PERCENT_TEXT = "(?:[A-Za-z0-9_.~-]|%[0-9A-F]{2})+"
-
-
-MAX_CURSOR = 2048  # characters of a paged list's ``after``
-
-
-def cursor_pattern(columns: Sequence[Column]) -> str:
-    """The ``after`` of a paged list ordered by ``columns``: their parts joined by ':'."""
-    return anchored(":".join(cursor_part(c) for c in columns))
-
-
-def cursor_values(columns: Sequence[Column], raw: str) -> tuple[Any, ...] | None:
-    """The values of a cursor that matches :func:`cursor_pattern`; None when it does not."""
-    if len(raw) > MAX_CURSOR or not matches(cursor_pattern(columns), raw):
-        return None
-    values: list[Any] = []
-    for column, part in zip(columns, raw.split(":"), strict=True):
-        if column.integer_bits:
-            values.append(int(part))
-        elif column.is_binary:
-            values.append(bytes.fromhex(part))
-        else:
-            values.append(unquote_to_bytes(part).decode("utf-8", "replace"))
-    return tuple(values)
-
-
-def cursor_part(column: Column) -> str:
-    if column.integer_bits:
-        return int_between(*column.integer_range)
-    if column.is_binary:
-        return "(?:[0-9a-f]{2})+"
-    charset = (column.charset or "").lower()
-    if charset in ("latin1", "ascii"):  # only what the column can hold: a wider bound would not compare
-        return _percent_encoded(char_class(column))
-    return _PERCENT_TEXT
-
-
-@functools.lru_cache(maxsize=None)
-def _percent_encoded(klass: str) -> str:
-    """Percent-encoded UTF-8 of the characters of ``klass`` (its unreserved ASCII as is)."""
-    allowed = [chr(c) for c in range(0x20, 0x10000) if re.fullmatch(klass, chr(c))]
-    unreserved = "".join(ch for ch in allowed if ch.isascii() and (ch.isalnum() or ch in "_.~-"))
-    encoded = sorted({"".join(f"%{b:02X}" for b in ch.encode()) for ch in allowed
-                      if not (ch.isascii() and (ch.isalnum() or ch in "_.~-"))})
-    return "(?:[" + re.escape(unreserved) + "]|" + "|".join(encoded) + ")+"
-
-
 def _parser(column: Column) -> Parser:
     if column.integer_bits:
         return _integer_parser(column)
@@ -384,7 +334,7 @@ class KeyCodec:
         """The WHERE values for the path parameters; :class:`BadKey` for a bad one."""
         if len(path_params) != len(self.columns):
             raise BadKey("/".join(self.params), f"expected {len(self.columns)} path parameters")
-        return tuple(p(name, raw) for p, name, raw in zip(self._parsers, self.params, path_params))
+        return tuple(p(name, raw) for p, name, raw in zip(self._parsers, self.params, path_params, strict=True))
 
     def where(self) -> str:
         return " AND ".join(f"{quote_identifier(n)} = %s" for n in self.names)
@@ -410,7 +360,7 @@ class KeyCodec:
         if len(values) != len(self._texters):
             raise CodecError(f"expected {len(self._texters)} key values, got {len(values)}")
         try:
-            return ":".join(t(v) for t, v in zip(self._texters, values))
+            return ":".join(t(v) for t, v in zip(self._texters, values, strict=True))
         except TypeError as exc:
             raise CodecError(f"key {self.names!r}: {exc}") from exc
 

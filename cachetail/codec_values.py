@@ -23,9 +23,9 @@ import datetime as dt
 import decimal
 import json
 import math
-from json.encoder import encode_basestring  # type: ignore[attr-defined]
 import uuid
 from collections.abc import Callable
+from json.encoder import encode_basestring
 from typing import Any
 
 from cachetail.codec_columns import INTEGER_BITS, CodecError, Column
@@ -108,7 +108,7 @@ def _datetime(fsp: int, zone: str) -> Converter:
         if not isinstance(value, dt.datetime):
             raise TypeError(f"expected a datetime, got {type(value).__name__}")
         if value.tzinfo is not None:
-            value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+            value = value.astimezone(dt.UTC).replace(tzinfo=None)
         if zone and value == _EPOCH:
             return NULL  # TIMESTAMP 0 (the zero timestamp); 1970-01-01 00:00:00 UTC is out of range
         text = value.isoformat(timespec="seconds")

@@ -39,7 +39,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "cachetail.toml"
 NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
@@ -65,10 +65,28 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
-class EntitySpec:
+class Routed:
+    """What an entity and a list both have, and their report views too: a name, a table, a route."""
+
     name: str
     table: str
     route: str
+
+
+@dataclass(frozen=True)
+class _Spec(Routed):
+    section: ClassVar[str]
+
+    @property
+    def where(self) -> str:
+        """Where in the file the declaration is (``entities.user``), for error lines."""
+        return f"{self.section}.{self.name}"
+
+
+@dataclass(frozen=True)
+class EntitySpec(_Spec):
+    section = "entities"
+
     key: tuple[str, ...]
     columns: tuple[str, ...] | None  # None: every column of the table
     ttl_s: int
@@ -77,16 +95,11 @@ class EntitySpec:
     nocache_route: str | None
     key_tag: str
 
-    @property
-    def where(self) -> str:
-        return f"entities.{self.name}"
-
 
 @dataclass(frozen=True)
-class ListSpec:
-    name: str
-    table: str
-    route: str
+class ListSpec(_Spec):
+    section = "lists"
+
     filters: tuple[tuple[str, str], ...]  # (query parameter, column), in declared order
     order: tuple[tuple[str, bool], ...]  # (column, descending)
     limit: int
@@ -94,10 +107,6 @@ class ListSpec:
     columns: tuple[str, ...] | None
     ttl_s: int
     key_tag: str
-
-    @property
-    def where(self) -> str:
-        return f"lists.{self.name}"
 
 
 @dataclass(frozen=True)

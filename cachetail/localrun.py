@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cachetail is up: http://127.0.0.1:{args.port}/docs  (Ctrl-C stops everything)", flush=True)
         while all(c.poll() is None for c in children):
             time.sleep(0.5)
-        name, failed = next((n, c) for n, c in zip(names, children) if c.poll() is not None)
+        name, failed = next((n, c) for n, c in zip(names, children, strict=True) if c.poll() is not None)
         print(f"make run: the {name} exited with {failed.returncode}; stopping", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

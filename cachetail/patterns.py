@@ -9,7 +9,7 @@ classes, alternation, bounded repetition, no lookaround, no Python-only escapes.
 from __future__ import annotations
 
 import re
-from functools import lru_cache
+from functools import cache
 
 
 def _digits_upto(limit: str) -> list[str]:
@@ -28,7 +28,7 @@ def _digits_upto(limit: str) -> list[str]:
     return out
 
 
-@lru_cache(maxsize=None)
+@cache
 def uint_up_to(limit: int) -> str:
     """A group matching 0..``limit`` in decimal, without leading zeros."""
     if limit < 0:
@@ -45,7 +45,7 @@ def uint_up_to(limit: int) -> str:
     return "(?:" + "|".join(alternatives) + ")"
 
 
-@lru_cache(maxsize=None)
+@cache
 def int_between(low: int, high: int) -> str:
     """A group matching ``low``..``high`` (``low <= 0 <= high``) in decimal, without leading
     zeros and without ``-0``."""
@@ -61,7 +61,7 @@ def anchored(body: str) -> str:
     return f"^{body}$"
 
 
-@lru_cache(maxsize=None)
+@cache
 def compiled(pattern: str) -> re.Pattern[str]:
     return re.compile(pattern)
 

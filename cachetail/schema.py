@@ -8,7 +8,7 @@ NOT NULL unique key, a type cachetail cannot serve or key on, an order that cann
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -160,23 +160,24 @@ def _served(where: str, table: _Table, database: str, wanted: tuple[str, ...] | 
         errors.append(f"{where}.table: no table {database}.{table.name} (or no privilege to see it)")
         return None
     names = list(wanted) if wanted is not None else list(table.columns)
-    missing = [n for n in names if n not in table.columns]
-    if missing:
-        errors.append(f"{where}.columns: no column {', '.join(missing)} in {table.name}")
-        return None
-    problems = [p for p in (unsupported(table.columns[n]) for n in names) if p]
-    errors.extend(f"{where}.columns: {p}" for p in problems)
-    return None if problems else [table.columns[n] for n in names]
+    return _columns(f"{where}.columns", table, names, unsupported, errors)
 
 
 def _key_columns(where: str, field: str, table: _Table, names: Sequence[str],
                  errors: list[str]) -> list[Column] | None:
+    return _columns(f"{where}.{field}", table, names, unsupported_key, errors)
+
+
+def _columns(at: str, table: _Table, names: Sequence[str], problem: Callable[[Column], str | None],
+             errors: list[str]) -> list[Column] | None:
+    """``names``' columns of ``table``, or None with a line in ``errors`` (prefixed by ``at``)
+    for each that is missing, or that ``problem`` turns away."""
     missing = [n for n in names if n not in table.columns]
     if missing:
-        errors.append(f"{where}.{field}: no column {', '.join(missing)} in {table.name}")
+        errors.append(f"{at}: no column {', '.join(missing)} in {table.name}")
         return None
-    problems = [p for p in (unsupported_key(table.columns[n]) for n in names) if p]
-    errors.extend(f"{where}.{field}: {p}" for p in problems)
+    problems = [p for p in (problem(table.columns[n]) for n in names) if p]
+    errors.extend(f"{at}: {p}" for p in problems)
     return None if problems else [table.columns[n] for n in names]
 
 

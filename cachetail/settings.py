@@ -9,10 +9,10 @@ and exit.  Secrets are wrapped in :class:`Secret`, whose repr never shows them.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, TypeAlias, TypeVar
+from typing import Self, TypeAlias, TypeVar
 
 T = TypeVar("T")
 
@@ -77,6 +77,11 @@ class Reader:
 
     def __init__(self, env: Mapping[_Str, _Str]) -> None:
         self._env = env
+
+    @property
+    def env(self) -> Mapping[_Str, _Str]:
+        """The mapping read, for a check no typed reading expresses."""
+        return self._env
 
     def _raw(self, name: _Str, default: _Str | None) -> _Str:
         value = self._env.get(name)
@@ -152,10 +157,41 @@ class Reader:
             raise SettingsError(name, expected, raw) from None
 
 
+class FromEnv:
+    """Settings read from an environment: :meth:`from_env` hands :meth:`read` a :class:`Reader`
+    of it, so every error names its variable."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Self:
+        return cls.read(Reader(env))
+
+    @classmethod
+    def read(cls, r: Reader) -> Self:
+        raise NotImplementedError
+
+
+def database_name(r: Reader) -> str:
+    """``DB_NAME``: the database every table is in (no quoting ever needed)."""
+    database = r.str("DB_NAME", "cachelab", max_len=64)
+    if not database.replace("_", "").isalnum():
+        raise SettingsError("DB_NAME", "letters, digits and underscores", database)
+    return database
+
+
 @dataclass(frozen=True)
-class MySQLSettings:
+class Server:
+    """Where a server listens (``DB_HOST``/``DB_PORT``, ``REDIS_HOST``/``REDIS_PORT``)."""
+
     host: str
     port: int
+
+    def address(self) -> dict[str, object]:
+        """The keyword arguments every client library names alike."""
+        return {"host": self.host, "port": self.port}
+
+
+@dataclass(frozen=True)
+class MySQLSettings(Server, FromEnv):
     user: str
     password: Secret = field(repr=False)
     database: str
@@ -164,11 +200,8 @@ class MySQLSettings:
     read_timeout_s: float
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> MySQLSettings:
-        r = Reader(env)
-        database = r.str("DB_NAME", "cachelab", max_len=64)
-        if not database.replace("_", "").isalnum():
-            raise SettingsError("DB_NAME", "letters, digits and underscores", database)
+    def read(cls, r: Reader) -> MySQLSettings:
+        database = database_name(r)
         return cls(
             host=r.str("DB_HOST", "127.0.0.1"),
             port=r.int("DB_PORT", 3306, lo=1, hi=65535),
@@ -183,8 +216,7 @@ class MySQLSettings:
     def pymysql_kwargs(self) -> dict[str, object]:
         """Keyword arguments for ``pymysql.connect`` (the password revealed only here)."""
         kwargs: dict[str, object] = {
-            "host": self.host,
-            "port": self.port,
+            **self.address(),
             "user": self.user,
             "password": self.password.reveal(),
             "database": self.database,
@@ -202,9 +234,7 @@ class MySQLSettings:
 
 
 @dataclass(frozen=True)
-class RedisSettings:
-    host: str
-    port: int
+class RedisSettings(Server, FromEnv):
     password: Secret = field(repr=False)
     username: str | None
     tls: bool
@@ -218,9 +248,8 @@ class RedisSettings:
     connect_timeout_s: float = 1.0
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> RedisSettings:
-        r = Reader(env)
-        username = env.get("REDIS_USERNAME", "").strip() or None
+    def read(cls, r: Reader) -> RedisSettings:
+        username = r.env.get("REDIS_USERNAME", "").strip() or None
         cluster = r.bool("REDIS_CLUSTER", False)
         if cluster and r.int("REDIS_DB", 0, lo=0, hi=15) != 0:
             raise SettingsError("REDIS_DB", "0 with REDIS_CLUSTER=1 (a cluster has only database 0)")
@@ -239,12 +268,8 @@ class RedisSettings:
 
     def client_kwargs(self) -> dict[str, object]:
         """Keyword arguments for redis-py's connection classes (and its cluster clients)."""
-        kwargs: dict[str, object] = {
-            "host": self.host,
-            "port": self.port,
-            "socket_timeout": self.socket_timeout_s,
-            "socket_connect_timeout": self.connect_timeout_s,
-        }
+        kwargs: dict[str, object] = {**self.address(), "socket_timeout": self.socket_timeout_s,
+                                     "socket_connect_timeout": self.connect_timeout_s}
         if not self.cluster:
             kwargs["db"] = self.db
         if self.password:
@@ -259,19 +284,18 @@ MOVED_TO_CONFIG = {"CACHE_TTL_USER_S": "entities.user.ttl_s", "CACHE_TTL_PRODUCT
 
 
 @dataclass(frozen=True)
-class CacheSettings:
+class CacheSettings(FromEnv):
     lease_ms: int
     lease_wait_ms: int
     key_prefix: str
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> CacheSettings:
-        r = Reader(env)
+    def read(cls, r: Reader) -> CacheSettings:
         prefix = r.str("CACHE_KEY_PREFIX", "ct", max_len=32)
         if not all(c.isalnum() or c in "-_." for c in prefix):
             raise SettingsError("CACHE_KEY_PREFIX", "letters, digits, '-', '_' or '.'", prefix)
         for name, moved in MOVED_TO_CONFIG.items():
-            if (env.get(name) or "").strip():
+            if (r.env.get(name) or "").strip():
                 raise SettingsError(name, f"nothing: TTLs are declared in cachetail.toml now ({moved})")
         return cls(
             lease_ms=r.int("CACHE_LEASE_MS", 2000, lo=10, hi=60_000),

@@ -24,8 +24,8 @@ import redis
 from redis.connection import Connection
 
 from cachetail.backoff import Backoff
-from cachetail.keyspace import (FENCED_APPLY, MARK, OP_BUMP, OP_DELETE, OP_SET, SLOT_APPLY, SLOTS, Keyspace,
-                                PackedOps, key_slot, pack_ops)
+from cachetail.keyspace import OP_BUMP, OP_DELETE, OP_SET, SLOTS, Keyspace, PackedOps, key_slot, pack_ops
+from cachetail.scripts import FENCED_APPLY, MARK, SLOT_APPLY
 from invalidator.leader import Leadership, LostLeadership
 from invalidator.position import Position, PositionStore
 from metrics import invalidator as m

@@ -24,7 +24,8 @@ from typing import Any
 
 import redis
 
-from cachetail.keyspace import LEADER_ACQUIRE, LEADER_RENEW, LEASE_RELEASE, Keyspace
+from cachetail.keyspace import Keyspace
+from cachetail.scripts import LEADER_ACQUIRE, LEADER_RENEW, LEASE_RELEASE
 from metrics import invalidator as m
 
 log = logging.getLogger("invalidator")

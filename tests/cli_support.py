@@ -22,7 +22,7 @@ def clean_env(env: dict[str, str]) -> dict[str, str]:
 
 def cachetail(cwd: Path, env: dict[str, str], *args: str, script: str | None = None
               ) -> subprocess.CompletedProcess[str]:
-    """``python -m cachetail ARGS`` (or the installed console script ``script``)."""
-    command = [str(Path(sys.executable).parent / script)] if script else [sys.executable, "-m", "cachetail"]
+    """``python -m cachetail_cli ARGS`` (or the installed console script ``script``)."""
+    command = [str(Path(sys.executable).parent / script)] if script else [sys.executable, "-m", "cachetail_cli"]
     return subprocess.run([*command, *args], cwd=cwd, env=clean_env(env), capture_output=True, text=True,
                           timeout=60)

@@ -250,7 +250,8 @@ def running(single_stack, tmp_path_factory) -> Iterator[dict[str, str]]:  # type
     """The API and the invalidator as subprocesses on free ports against the session's stack."""
     stack = single_stack
     work = tmp_path_factory.mktemp("bench-run")  # no .env here: settings come from env
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "REDIS_", "CACHE_", "ADMIN_", "INVALIDATOR_", "API_"))}
+    base = {k: v for k, v in os.environ.items()
+            if not k.startswith(("DB_", "REDIS_", "CACHE_", "ADMIN_", "INVALIDATOR_", "API_"))}
     base["PYTHONPATH"] = str(ROOT)
     api_port, inv_port = free_port(), free_port()
     api = subprocess.Popen([sys.executable, "-m", "api", "--port", str(api_port), "--no-access-log",

@@ -284,7 +284,7 @@ def test_api_and_invalidator_delegate(stack: Stack, tmp_path: Path) -> None:
 
 def test_the_console_script_is_declared() -> None:
     found, = entry_points(group="console_scripts", name="cachetail")
-    assert found.value == "cachetail.cli:main"
+    assert found.value == "cachetail_cli.main:main"
     assert (Path(sys.executable).parent / "cachetail").is_file()
     assert {e.name for e in entry_points(group="console_scripts")} >= {"cachetail-api", "invalidator"}
-    assert (ROOT / "cachetail" / "__main__.py").is_file()
+    assert (ROOT / "cachetail_cli" / "__main__.py").is_file()

@@ -15,7 +15,7 @@ from typing import Any
 
 from prometheus_client import REGISTRY
 
-from cachetail.keyspace import FENCED_APPLY
+from cachetail.scripts import FENCED_APPLY
 from conftest import Stack
 from invalidator.apply import Batch, Sent
 from invalidator.position import Position

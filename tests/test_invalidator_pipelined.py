@@ -17,7 +17,8 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from cachetail.keyspace import FENCED_APPLY, Keyspace
+from cachetail.keyspace import Keyspace
+from cachetail.scripts import FENCED_APPLY
 from conftest import Stack
 from invalidator.apply import REDIS_ERRORS, Applier, Batch, Sent
 from invalidator.leader import Leadership, LostLeadership

@@ -28,7 +28,7 @@ import pymysql
 
 from cachetail import checkreport, checktext, config, grants, schema
 from cachetail.keyspace import Keyspace
-from cachetail.settings import CacheSettings, MySQLSettings, Reader, SettingsError, load_environment
+from cachetail.settings import CacheSettings, MySQLSettings, Reader, SettingsError, database_name, load_environment
 
 PROG = "cachetail"
 VALID, NOT_CHECKED, INVALID = 0, 1, 2
@@ -95,7 +95,7 @@ def check(env: Mapping[str, str], path: str | None, offline: bool, account: str,
         declared = config.load(source)
         keyspace = Keyspace(prefix=CacheSettings.from_env(env).key_prefix)
         if offline:
-            catalog, target, database = None, None, _database(env)
+            catalog, target, database = None, None, database_name(Reader(env))
         else:
             catalog, target = _resolve(declared, env, account)
             database = target.database
@@ -115,14 +115,6 @@ def check(env: Mapping[str, str], path: str | None, offline: bool, account: str,
     else:
         print(checktext.render(report), end="")
     return VALID
-
-
-def _database(env: Mapping[str, str]) -> str:
-    """DB_NAME as MySQLSettings reads it, without requiring an account."""
-    name = Reader(env).str("DB_NAME", "cachelab", max_len=64)
-    if not name.replace("_", "").isalnum():
-        raise SettingsError("DB_NAME", "letters, digits and underscores", name)
-    return name
 
 
 def account_env(env: Mapping[str, str], account: str) -> tuple[dict[str, str], str]:
@@ -167,7 +159,7 @@ def _resolve(declared: config.Config, env: Mapping[str, str], account: str
 
 
 def _one_line(exc: BaseException, secret: str) -> str:
-    parts = exc.args if isinstance(exc, pymysql.MySQLError) and exc.args else (str(exc),)
+    parts: tuple[object, ...] = exc.args if isinstance(exc, pymysql.MySQLError) and exc.args else (str(exc),)
     text = f"({parts[0]}) {parts[1]}" if len(parts) == 2 else " ".join(str(p) for p in parts)
     text = " ".join(text.split())
     return text.replace(secret, "**********") if secret else text
