@@ -2,8 +2,9 @@
 
 With more than one worker, metrics are collected in multiprocess mode, so
 /metrics sums every worker; one worker keeps them in memory, which costs about
-a tenth of what the mmap'd files cost per request.  PROMETHEUS_MULTIPROC_DIR must be set before prometheus_client is first
-imported, which is why nothing above ``main`` imports it (or api.app).
+a tenth of what the mmap'd files cost per request.  PROMETHEUS_MULTIPROC_DIR
+must be set before prometheus_client is first imported, which is why nothing
+above ``main`` imports it (or api.app).
 """
 
 from __future__ import annotations

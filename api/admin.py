@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import time
 from collections.abc import AsyncIterator
@@ -112,7 +113,7 @@ async def cache_clear(request: Request) -> Response:
     removed = 0
     try:
         async for batch in _owned_keys(svc):  # UNLINK is split by slot on a cluster
-            removed += await svc.guard.run("unlink", lambda: svc.redis.unlink(*batch))
+            removed += await svc.guard.run("unlink", functools.partial(svc.redis.unlink, *batch))
     except RedisUnavailable as exc:
         raise ApiError(503, "redis_unavailable",
                        f"Redis failed ({exc.error_class}) after {removed} keys were removed",

@@ -18,13 +18,13 @@ from starlette.routing import Mount, Route
 from starlette.types import Receive, Scope, Send
 
 from api import admin, docs
-from api.cache import AfterSelect
+from api.fills import AfterSelect
 from api.dispatch import CachetailApp
 from api.entities import EntityEndpoint, EntityNocache
 from api.lists import ListEndpoint
 from api.errors import HANDLERS, json_error
 from api.metrics_endpoint import HttpMetrics, metrics
-from api.services import Services
+from api.services import Services, log_config_error
 from api.settings import ApiSettings, SettingsError
 from cachetail.config import Config, ConfigError
 from cachetail.config import load as load_config
@@ -64,11 +64,11 @@ def create_app(settings: ApiSettings, *, config: Config | None = None,
                after_select: AfterSelect | None = None) -> Starlette:
     """The API for ``settings`` and the declaration (default: ``settings.config_path``);
     pools are built in its lifespan.  ``after_select`` is the test seam between a fill's
-    SELECT and its store (see :mod:`api.cache`).  Raises ConfigError for a bad declaration."""
+    SELECT and its store (see :mod:`api.fills`).  Raises ConfigError for a bad declaration."""
     declared = config if config is not None else load_config(settings.config_path)
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: CachetailApp) -> AsyncIterator[None]:
         svc = Services.build(settings, declared, after_select)
         app.state.services = app.services = svc  # the attribute for the hot path (api/dispatch.py)
         log.info("cachetail API: MySQL %s:%s as %s, Redis %s%s:%s%s", settings.mysql.host,
@@ -78,8 +78,7 @@ def create_app(settings: ApiSettings, *, config: Config | None = None,
         try:
             await svc.start()
         except ConfigError as exc:
-            for line in exc.errors:
-                log.error("%s: %s", exc.source, line)
+            log_config_error(exc)
             await svc.close()
             raise
         try:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from redis.crc import key_slot
@@ -65,18 +65,22 @@ class ClusterLean:
 
     # ------------------------------------------------------------- reads
 
-    async def get(self, key: str) -> bytes | None:
+    async def _call(self, key: str, payload: bytes | None = None) -> Any:
+        """One command (by default GET ``key``) on the primary of ``key``'s slot, MOVED and
+        ASK followed."""
         raw = key.encode()
-        payload = _GET % (len(raw), raw)
+        if payload is None:
+            payload = _GET % (len(raw), raw)
         try:
             conn = self._ready(raw) or await self._connection(raw)
-            result: bytes | None = await conn.call(payload)
-            return result
+            return await conn.call(payload)
         except ResponseError as exc:
-            return (await self._redirected(exc, (payload,)))[0]  # type: ignore[no-any-return]
+            return (await self._redirected(exc, (payload,)))[0]
         except _FAILOVER_ERRORS:
             self.refresh_soon()
             raise
+
+    get = _call  # the hot read: a GET with no call layer of its own
 
     async def get_with_pttl(self, key: str) -> tuple[bytes | None, int]:
         """GET and PTTL written together (see :meth:`api.lean.LeanRedis.get_with_pttl`)."""
@@ -97,31 +101,13 @@ class ClusterLean:
             self.refresh_soon()
             raise
 
-    async def mget(self, *keys: str) -> list[bytes | None]:
+    def mget(self, *keys: str) -> Awaitable[list[bytes | None]]:
         """MGET of keys of one slot (the caller's hash tags see to it)."""
-        payload = pack("MGET", *keys)
-        try:
-            conn = await self._connection(keys[0].encode())
-            values: list[bytes | None] = await conn.call(payload)
-            return values
-        except ResponseError as exc:
-            return (await self._redirected(exc, (payload,)))[0]  # type: ignore[no-any-return]
-        except _FAILOVER_ERRORS:
-            self.refresh_soon()
-            raise
+        return self._call(keys[0], pack("MGET", *keys))
 
-    async def command(self, key: str, *args: bytes | str | int) -> Any:
+    def command(self, key: str, *args: bytes | str | int) -> Awaitable[Any]:
         """One command on the primary of ``key``'s slot (MOVED and ASK followed)."""
-        payload = pack(*args)
-        raw = key.encode()
-        try:
-            conn = self._ready(raw) or await self._connection(raw)
-            return await conn.call(payload)
-        except ResponseError as exc:
-            return (await self._redirected(exc, (payload,)))[0]
-        except _FAILOVER_ERRORS:
-            self.refresh_soon()
-            raise
+        return self._call(key, pack(*args))
 
     def _ready(self, raw_key: bytes) -> RespConnection | None:
         """The open connection to the key's primary, when a read needs no await to get it."""

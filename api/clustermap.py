@@ -50,7 +50,7 @@ class Topology:
 def _map(reply: Any) -> Mapping[bytes, Any]:
     if isinstance(reply, Mapping):
         return reply
-    return dict(zip(reply[::2], reply[1::2]))
+    return dict(zip(reply[::2], reply[1::2], strict=False))
 
 
 def _host(endpoint: bytes | None, ip: bytes | None, seed_host: str) -> str:
@@ -66,7 +66,7 @@ def parse_shards(reply: Sequence[Any], seed_host: str, tls: bool = False) -> Top
     primaries = []
     for shard in map(_map, reply):
         flat = [int(s) for s in shard[b"slots"]]
-        slots = tuple(zip(flat[::2], flat[1::2]))
+        slots = tuple(zip(flat[::2], flat[1::2], strict=False))
         for node in map(_map, shard[b"nodes"]):
             if node[b"role"] != b"master" or (not slots and node.get(b"health") == b"fail"):
                 continue

@@ -27,22 +27,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
 
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
-from cachetail.backoff import Backoff
 
 from api.clusterlean import ClusterLean
 from api.clustermap import Primary, Topology, parse_shards
 from api.lean import RespConnection, open_connection, pack
 from api.nearcache import NearCache
-from api.tracking import (
-    HEARTBEAT_S, RETRY_FIRST_S, RETRY_MAX_S, STABLE_S, LogEvery, apply_push, tracking_command,
-)
+from api.trackerbase import HEARTBEAT_S, TrackerBase
 
 log = logging.getLogger("api")
 
@@ -55,24 +48,20 @@ class TopologyChanging(Exception):
     """The topology changed while tracking was being established."""
 
 
-class ClusterTracker:
+class ClusterTracker(TrackerBase[Topology]):
+    _establishing = "tracking on every primary"
+    _retried = (RedisError, OSError, TopologyChanging)
+
     def __init__(self, lean: ClusterLean, prefix: str | Sequence[str], near: NearCache, *,
                  heartbeat_s: float = HEARTBEAT_S, check_s: float = TOPOLOGY_CHECK_S,
                  name: str = "cachetail-api-tracking") -> None:
-        self.prefix = prefix
+        super().__init__(prefix, near, heartbeat_s=heartbeat_s, name=name)
         self._lean = lean
-        self._near = near
-        self._heartbeat_s = heartbeat_s
         # Heartbeats between two topology checks (a test may raise it to keep the check
         # out of an interleaving it forces).
         self.check_every = max(1, round(check_s / heartbeat_s))
-        self._name = name
-        self._tracking = tracking_command(prefix)
         self._conns: dict[Primary, RespConnection] = {}
         self._changed = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._closing = False
-        self._log = LogEvery(log)
         # A test seam: awaited before each attempt to establish tracking, with the
         # near-cache disabled (a test holds it there to change keys unannounced).
         self.before_establish: Callable[[], Awaitable[None]] | None = None
@@ -82,47 +71,17 @@ class ClusterTracker:
     def tracked(self) -> list[Primary]:
         return [p for p, conn in self._conns.items() if conn.is_open]
 
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def close(self) -> None:
-        self._closing = True
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-        for conn in self._conns.values():
-            conn.close()
-        self._conns.clear()
-        self._near.close()
-
     async def sync(self) -> None:
         """Return once every invalidation any primary sent before now has been applied."""
         pings = [conn.call(_PING) for conn in self._conns.values() if conn.is_open]
         await asyncio.gather(*pings, return_exceptions=True)
 
-    # ------------------------------------------------------------- the loop
+    def _close_connections(self) -> None:
+        for conn in self._conns.values():
+            conn.close()
+        self._conns.clear()
 
-    async def _run(self) -> None:
-        backoff = Backoff(RETRY_FIRST_S, RETRY_MAX_S)
-        while True:
-            try:
-                topology = await self._establish()
-            except (RedisError, OSError, TopologyChanging) as exc:
-                self._log.warning("near-cache bypassed: cannot establish tracking on every"
-                                  " primary (%s: %s); retrying", type(exc).__name__, exc)
-            else:
-                log.info("near-cache on: %d primaries track %r for this worker (BCAST)",
-                         len(topology.primaries), self.prefix)
-                started = time.monotonic()
-                await self._watch(topology)
-                if self._near.live:  # an error reply ended the watch: nothing disabled it yet
-                    self._topology_changed("a tracking connection answered with an error")
-                if time.monotonic() - started >= STABLE_S:
-                    backoff.reset()
-            await backoff.sleep()
+    # ---------------------------------------------------- establish and watch
 
     async def _establish(self) -> Topology:
         if self.before_establish is not None:
@@ -135,7 +94,7 @@ class ClusterTracker:
         missing = [p for p in topology.primaries if p not in self._conns]
         opened = await asyncio.gather(*(self._open(p) for p in missing), return_exceptions=True)
         failed = None
-        for primary, conn in zip(missing, opened):
+        for primary, conn in zip(missing, opened, strict=True):
             if isinstance(conn, BaseException):
                 failed = failed or conn
             else:
@@ -150,6 +109,8 @@ class ClusterTracker:
             raise TopologyChanging("a primary was lost or a redirection seen meanwhile"
                                    if self._changed.is_set() else "some slots are not served")
         self._near.enable()
+        log.info("near-cache on: %d primaries track %r for this worker (BCAST)",
+                 len(topology.primaries), self.prefix)
         return topology
 
     async def _open(self, primary: Primary) -> RespConnection:
@@ -159,6 +120,11 @@ class ClusterTracker:
             setup=(self._tracking,))
 
     async def _watch(self, topology: Topology) -> None:
+        await self._heartbeats(topology)
+        if self._near.live:  # an error reply ended the watch: nothing disabled it yet
+            self._topology_changed("a tracking connection answered with an error")
+
+    async def _heartbeats(self, topology: Topology) -> None:
         """Heartbeats on every tracking connection, and now and then one primary's view of
         the topology; returns when anything changed (the near-cache is then disabled)."""
         turn = 0
@@ -166,7 +132,7 @@ class ClusterTracker:
             try:
                 await asyncio.wait_for(self._changed.wait(), self._heartbeat_s)
                 return
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             conns = list(self._conns.values())
             turn += 1
@@ -184,19 +150,11 @@ class ClusterTracker:
 
     # ------------------------------------------------------------ events
 
-    def _on_push(self, push: list[Any]) -> None:
-        apply_push(self._near, push)
-
     def _on_lost(self, primary: Primary, error: BaseException) -> None:
         if self._closing or primary not in self._conns:
             return  # closed by us: that primary is no longer tracked
         self._changed.set()
-        if self._near.live:
-            reason = "heartbeat" if isinstance(error, RedisTimeoutError) else "disconnected"
-            self._near.disable(reason)
-            self._log.warning("near-cache emptied and bypassed: invalidation connection to"
-                              " %s:%s %s (%s); reconnecting", primary.host, primary.port,
-                              "timed out" if reason == "heartbeat" else "lost", error)
+        self._lost(error, f"invalidation connection to {primary.host}:{primary.port}")
 
     def _on_redirect(self, kind: str, host: str, port: int) -> None:
         self._topology_changed(f"{kind.upper()} to {host}:{port}")

@@ -24,6 +24,7 @@ from pymysql.constants import CLIENT
 from cachetail import gtid
 from cachetail.collation import Weigher
 from cachetail.gtid import GtidState
+from cachetail.mysqlquery import run_once
 from cachetail.schema import Entity, Filter, Listing
 from cachetail.settings import MySQLSettings
 from metrics.api import (FRESHNESS_WAIT_SECONDS, MYSQL_QUERIES, MYSQL_QUERY_SECONDS, PRIMARY_READS,
@@ -254,13 +255,7 @@ def _pool(settings: MySQLSettings, size: int, **extra: Any) -> PooledDB:
 
 def _run(pool: PooledDB, sql: str, args: tuple[Any, ...]) -> list[dict[str, Any]]:
     try:
-        conn = pool.connection()
-        try:
-            with conn.cursor() as cur:
-                cur.execute(sql, args)
-                return list(cur.fetchall())
-        finally:
-            conn.close()  # back to the pool
+        return run_once(pool.connection(), sql, args)  # closing hands it back to the pool
     except pymysql.MySQLError as exc:
         raise DatabaseUnavailable(type(exc).__name__) from None
     except (OSError, PooledDBError) as exc:
@@ -268,14 +263,8 @@ def _run(pool: PooledDB, sql: str, args: tuple[Any, ...]) -> list[dict[str, Any]
 
 
 def _one(pool: PooledDB, sql: str) -> dict[str, Any]:
-    conn = pool.connection()
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql)
-            row = cur.fetchone()
-            return dict(row) if row else {}
-    finally:
-        conn.close()
+    rows = run_once(pool.connection(), sql)
+    return dict(rows[0]) if rows else {}
 
 
 def _flavor(pool: PooledDB) -> str:

@@ -131,7 +131,7 @@ class EntityEndpoint:
         """The route filled with the row's own key values (its canonical URL)."""
         parts = entity.keys.text_from_row(row).split(":")
         url = self.spec.route
-        for param, part in zip(self.params, parts):
+        for param, part in zip(self.params, parts, strict=False):
             url = url.replace("{" + param + "}", quote(part, safe="%"), 1)
         return url
 

@@ -194,7 +194,7 @@ class AppliedWatch:
                     changed = self._changed = asyncio.get_running_loop().create_future()
                 try:
                     await asyncio.wait_for(asyncio.shield(changed), remaining)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     break
                 if self.covers(need):
                     MIN_GTID_WAITS.labels("ok").inc()
@@ -256,10 +256,7 @@ class AppliedWatch:
     async def _poll(self) -> None:
         while self._waiters:
             await asyncio.sleep(POLL_SUBSCRIBED_S if self._subscribed else POLL_S)
-            try:
-                await self.refresh()
-            except RedisError:
-                pass
+            await self._refresh_quietly()
 
     async def _subscribe(self) -> None:
         backoff = Backoff(0.05, RETRY_MAX_S)

@@ -39,7 +39,7 @@ LostHandler = Callable[[BaseException], None]
 
 def pack(*args: bytes | str | int) -> bytes:
     """One command in RESP (hiredis packs it, in C)."""
-    return hiredis.pack_command(args)  # type: ignore[no-any-return]
+    return hiredis.pack_command(args)  # type: ignore[arg-type,no-any-return]  # hiredis's stub: a 1-tuple, no return type
 
 
 def tls_context() -> ssl.SSLContext:
@@ -230,7 +230,7 @@ async def open_connection(settings: RedisSettings, *, name: str, resp3: bool = F
 
     try:
         return await asyncio.wait_for(establish(), settings.connect_timeout_s)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         if conn is not None:
             conn.abort(RedisTimeoutError("Timeout connecting to Redis"))
         raise RedisTimeoutError(
@@ -293,7 +293,7 @@ class HotReads(Protocol):
 
     async def get_with_pttl(self, key: str) -> tuple[bytes | None, int]: ...
 
-    async def mget(self, *keys: str) -> list[bytes | None]: ...
+    def mget(self, *keys: str) -> Awaitable[list[bytes | None]]: ...
 
     async def close(self) -> None: ...
 

@@ -14,7 +14,6 @@ import re
 import time
 from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any
 
 from prometheus_client import REGISTRY, CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client import multiprocess

@@ -201,15 +201,15 @@ class NearCache:
     def disable(self, reason: str) -> None:
         """The promise is broken or unknown: empty, void every read in flight, bypass."""
         was_live = self.live
-        self.live = False
-        self._epoch += 1
-        self._clear()
-        NEARCACHE_TRACKING.set(0)
+        self._off()
         if was_live:
             NEARCACHE_RESETS.labels(reason).inc()
 
     def close(self) -> None:
         """The worker stops: empty and off, which is no reset worth counting."""
+        self._off()
+
+    def _off(self) -> None:
         self.live = False
         self._epoch += 1
         self._clear()

@@ -8,7 +8,7 @@ from typing import Any
 
 from starlette.requests import Request
 
-from api.cache import Answer
+from api.answer import Answer
 from api.errors import ApiError
 from cachetail.codec import BadKey, Column, KeyCodec
 
@@ -30,7 +30,8 @@ def parse(codec: KeyCodec, raw: Sequence[str], subject: str) -> tuple[Any, ...]:
     try:
         return codec.parse(raw)
     except BadKey as exc:
-        column = next((c for c, p in zip(codec.columns, codec.params) if p == exc.param), codec.columns[0])
+        named = (c for c, p in zip(codec.columns, codec.params, strict=False) if p == exc.param)
+        column = next(named, codec.columns[0])
         raise ApiError(400, f"invalid_{exc.param}", f"{subject}{exc.param} {takes(column)}") from None
 
 
@@ -58,7 +59,7 @@ def headers(answer: Answer) -> dict[str, str]:
     return {"X-Cache": answer.source, "X-Cache-Tier": answer.tier}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def raw_headers(source: str, tier: str | None) -> tuple[tuple[bytes, bytes], ...]:
     """The X-Cache headers and the content type, encoded once per kind of answer."""
     pairs = [*headers(Answer(None, source, tier)).items(), ("Content-Type", JSON)]

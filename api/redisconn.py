@@ -114,7 +114,7 @@ class Guard:
         if self._slots.locked():
             try:
                 await asyncio.wait_for(self._slots.acquire(), self._wait_s)
-            except asyncio.TimeoutError:  # a busy worker, not a dead server: no breaker trip
+            except TimeoutError:  # a busy worker, not a dead server: no breaker trip
                 REDIS_ERRORS.labels(operation).inc()
                 raise RedisUnavailable(operation, "PoolExhausted") from None
         else:

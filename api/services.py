@@ -19,10 +19,11 @@ import pymysql
 from redis.asyncio import Redis, RedisCluster
 from starlette.requests import Request
 
-from api.cache import AfterSelect, Cache
+from api.cache import Cache
 from api.clusterlean import ClusterLean
 from api.clustertracking import ClusterTracker
 from api.db import Database, ReadConfigError
+from api.fills import AfterSelect
 from api.freshness import AppliedWatch, Freshness, cluster_locator
 from api.lean import LeanRedis
 from api.nearcache import NearCache
@@ -129,8 +130,7 @@ class Services:
             except pymysql.err.MySQLError:
                 continue
             except ConfigError as exc:
-                for line in exc.errors:
-                    log.error("%s: %s", exc.source, line)
+                log_config_error(exc)
                 return
 
     async def probe_reads(self) -> None:
@@ -155,8 +155,7 @@ class Services:
             try:
                 await self.probe_reads()
             except ConfigError as exc:
-                for line in exc.errors:
-                    log.error("%s: %s", exc.source, line)
+                log_config_error(exc)
                 return
 
     async def start(self) -> None:
@@ -186,6 +185,12 @@ class Services:
         if isinstance(self.redis, Redis):
             await self.redis.connection_pool.disconnect()
         self.db.close()
+
+
+def log_config_error(exc: ConfigError) -> None:
+    """A declaration that does not fit the database: one line per error."""
+    for line in exc.errors:
+        log.error("%s: %s", exc.source, line)
 
 
 def start_tracking(settings: ApiSettings, prefixes: list[str], lean: LeanRedis | ClusterLean

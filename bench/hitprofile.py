@@ -33,9 +33,11 @@ LAYERS = (  # (a fragment of the file name, its layer), first match wins
     ("starlette/", "Starlette: middleware, exception layer, router"),
     ("prometheus_client/", "metrics"), ("metrics/", "metrics"), ("metrics_endpoint.py", "metrics"),
     ("dispatch.py", "cachetail's dispatch"),
+    ("listreads.py", "the lookup: near-cache, Redis"),  # before reads.py, which its name contains
     ("entities.py", "the endpoint: key, validation, headers"), ("reads.py", "the endpoint: key, validation, headers"),
     ("codec", "the endpoint: key, validation, headers"), ("freshness.py", "the endpoint: key, validation, headers"),
     ("nearcache.py", "the lookup: near-cache, Redis"), ("cache.py", "the lookup: near-cache, Redis"),
+    ("answer.py", "the lookup: near-cache, Redis"), ("fills.py", "the lookup: near-cache, Redis"),
     ("lean.py", "the lookup: near-cache, Redis"), ("redisconn.py", "the lookup: near-cache, Redis"),
     ("bench/hitprofile.py", ""),  # the caller itself: left out
 )

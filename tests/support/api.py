@@ -17,7 +17,7 @@ from prometheus_client import REGISTRY
 from starlette.applications import Starlette
 
 from api.app import create_app
-from api.cache import AfterSelect
+from api.fills import AfterSelect
 from api.settings import ApiSettings
 from cachetail.devstack import free_port, terminate
 from support.waiting import WaitTimeout, wait_for, wait_for_async
