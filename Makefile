@@ -15,14 +15,14 @@ TEST_PACKAGES := $(RUN_PACKAGES) prometheus wrk
 
 help:
 	@echo "make run    - MariaDB + Redis + invalidator + API on http://127.0.0.1:5000 (Ctrl-C stops all)"
-	@echo "make test   - the whole test suite against throwaway servers"
+	@echo "make test   - make check, then the whole test suite against throwaway servers"
 	@echo "make check  - ruff and mypy (configured in pyproject.toml)"
 	@echo "make bench  - benchmark.py against a running 'make run' stack"
 
 run: system-run $(VENV)/.installed
 	$(PY) -m cachetail.localrun
 
-test: system-test $(VENV)/.installed
+test: system-test $(VENV)/.installed check
 	$(PY) -m pytest
 
 # ruff lints everything; mypy types the service's packages strictly (pyproject.toml)

@@ -49,7 +49,7 @@ def forget_dead_workers(path: str) -> list[int]:
         if match and not _pid_alive(int(match.group(1))):
             dead.add(int(match.group(1)))
     for pid in dead:
-        multiprocess.mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
+        multiprocess.mark_process_dead(pid, path)  # type: ignore[no-untyped-call]  # prometheus_client.multiprocess is unannotated
     return sorted(dead)
 
 
@@ -62,7 +62,7 @@ def registry() -> CollectorRegistry:
     HOT.flush()
     forget_dead_workers(path)
     collected = CollectorRegistry()
-    multiprocess.MultiProcessCollector(collected, path=path)  # type: ignore[no-untyped-call]
+    multiprocess.MultiProcessCollector(collected, path=path)  # type: ignore[no-untyped-call]  # prometheus_client.multiprocess is unannotated
     return collected
 
 

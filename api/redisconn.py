@@ -59,14 +59,14 @@ def build_client(settings: RedisSettings) -> Redis | RedisCluster:
             max_connections=settings.max_connections,  # per node
             # one more attempt: it follows a MOVED after a failover or a reshard
             retry=Retry(NoBackoff(), 1),
-            **settings.client_kwargs(),  # type: ignore[arg-type]
+            **settings.client_kwargs(),  # type: ignore[arg-type]  # client_kwargs() is a dict of this constructor's keywords, which ** cannot type
         )
     pool = BlockingConnectionPool(
         connection_class=SSLConnection if settings.tls else Connection,
         max_connections=settings.max_connections,
         timeout=settings.socket_timeout_s,
         retry=Retry(NoBackoff(), 0),  # no hidden retries: a failure is answered from MySQL
-        **settings.client_kwargs(),  # type: ignore[arg-type]
+        **settings.client_kwargs(),  # type: ignore[arg-type]  # client_kwargs() is a dict of this constructor's keywords, which ** cannot type
     )
     return Redis(connection_pool=pool)
 

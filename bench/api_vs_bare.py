@@ -45,12 +45,12 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench import nearcache, wrk  # noqa: E402
-from bench.promdiff import diff, parse  # noqa: E402
-from bench.scenarios import _burst  # noqa: E402
-from cachetail.devstack import MariaDB, RedisServer, free_port, load_schema, terminate  # noqa: E402
-from cachetail.keyspace import Keyspace  # noqa: E402
-from cachetail.settings import CacheSettings, RedisSettings, load_environment  # noqa: E402
+from bench import nearcache, wrk  # noqa: E402 - after the sys.path set-up above
+from bench.promdiff import diff, parse  # noqa: E402 - after the sys.path set-up above
+from bench.scenarios import _burst  # noqa: E402 - after the sys.path set-up above
+from cachetail.devstack import MariaDB, RedisServer, free_port, load_schema, terminate  # noqa: E402 - after the sys.path set-up above
+from cachetail.keyspace import Keyspace  # noqa: E402 - after the sys.path set-up above
+from cachetail.settings import CacheSettings, RedisSettings, load_environment  # noqa: E402 - after the sys.path set-up above
 
 SELECTS = "cachetail_mysql_queries_total"
 TARGETS = (("const", "Starlette, constant bytes"), ("bare", "Starlette + one redis.asyncio GET"),

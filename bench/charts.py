@@ -9,11 +9,11 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402 - after matplotlib.use("Agg")
+from matplotlib.ticker import FuncFormatter  # noqa: E402 - after matplotlib.use("Agg")
 
-from bench.promdiff import counts_from_buckets  # noqa: E402
-from bench.stats import cdf_points  # noqa: E402
+from bench.promdiff import counts_from_buckets  # noqa: E402 - after matplotlib.use("Agg")
+from bench.stats import cdf_points  # noqa: E402 - after matplotlib.use("Agg")
 
 DPI = 90
 

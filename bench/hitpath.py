@@ -40,9 +40,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench import wrk  # noqa: E402
-from cachetail.devstack import MariaDB, RedisServer, free_port, load_schema, terminate  # noqa: E402
-from cachetail.tcpproxy import TcpProxy  # noqa: E402
+from bench import wrk  # noqa: E402 - after the sys.path set-up above
+from cachetail.devstack import MariaDB, RedisServer, free_port, load_schema, terminate  # noqa: E402 - after the sys.path set-up above
+from cachetail.tcpproxy import TcpProxy  # noqa: E402 - after the sys.path set-up above
 
 LAB_USERS = 10_000
 

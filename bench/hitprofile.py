@@ -96,7 +96,7 @@ def child(env: dict[str, str]) -> None:
             await asyncio.gather(*(caller(w) for w in range(32)))
             profile.disable()
             by: dict[str, float] = {}
-            for (filename, _, function), row in pstats.Stats(profile).stats.items():  # type: ignore[attr-defined]
+            for (filename, _, function), row in pstats.Stats(profile).stats.items():
                 name = layer(filename if filename != "~" else function)
                 if name:
                     by[name] = by.get(name, 0.0) + row[2]

@@ -35,15 +35,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.binlog_readers import (  # noqa: E402
+from bench.binlog_readers import (  # noqa: E402 - after the sys.path set-up above
     c_decoder, ours, profile_text, read_bare, read_c, run_worker, timed,
 )
-from bench.binlog_workload import SHAPES, Range, Stack  # noqa: E402
-from bench.invalidator_latency import audit_side_by_side, latency, wait_metric  # noqa: E402
-from cachetail.devstack import free_port, terminate  # noqa: E402
-from cachetail.keyspace import Keyspace  # noqa: E402
+from bench.binlog_workload import SHAPES, Range, Stack  # noqa: E402 - after the sys.path set-up above
+from bench.invalidator_latency import audit_side_by_side, latency, wait_metric  # noqa: E402 - after the sys.path set-up above
+from cachetail.devstack import free_port, terminate  # noqa: E402 - after the sys.path set-up above
+from cachetail.keyspace import Keyspace  # noqa: E402 - after the sys.path set-up above
 
-import redis  # noqa: E402
+import redis  # noqa: E402 - after the sys.path set-up above
 
 READERS = ("c", "bare", "ours-delete", "ours-refresh", "worker-delete", "worker-refresh")
 

@@ -206,7 +206,7 @@ def _event_loop() -> Callable[[Any], Any]:
     try:
         import uvloop
 
-        return uvloop.run  # type: ignore[no-any-return]
+        return uvloop.run
     except ImportError:
         return asyncio.run
 

@@ -33,7 +33,7 @@ PROBE_BASE_ID = 3_000_000_000  # ids no table holds: the DELs touch nothing else
 
 
 def _client(settings: RedisSettings) -> redis.Redis:
-    return redis.Redis(ssl=settings.tls, **settings.client_kwargs())  # type: ignore[arg-type]
+    return redis.Redis(ssl=settings.tls, **settings.client_kwargs())
 
 
 def _prepare(probes: Sequence[str], client: redis.Redis, keys: Keyspace, ids: range,

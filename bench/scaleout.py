@@ -46,14 +46,14 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench import wrk  # noqa: E402
-from bench.api_vs_bare import servers as started  # noqa: E402
-from bench.promdiff import diff, parse  # noqa: E402
-from bench.scenarios import _burst  # noqa: E402
-from cachetail.devstack import (  # noqa: E402
+from bench import wrk  # noqa: E402 - after the sys.path set-up above
+from bench.api_vs_bare import servers as started  # noqa: E402 - after the sys.path set-up above
+from bench.promdiff import diff, parse  # noqa: E402 - after the sys.path set-up above
+from bench.scenarios import _burst  # noqa: E402 - after the sys.path set-up above
+from cachetail.devstack import (  # noqa: E402 - after the sys.path set-up above
     MariaDB, RedisCluster, RedisServer, free_port, load_schema, terminate,
 )
-from cachetail.keyspace import Keyspace  # noqa: E402
+from cachetail.keyspace import Keyspace  # noqa: E402 - after the sys.path set-up above
 
 PARTS = ("hits", "stampede", "takeover")
 
@@ -183,7 +183,7 @@ def list_distribution(s: Servers, url: str, args: argparse.Namespace) -> dict[st
     paths = ["/products"] + [f"/products?category={c}" for c in CATEGORIES]
     client = redis.RedisCluster(host=s.cluster.host, port=s.cluster.port)
     try:
-        primaries = client.get_primaries()  # type: ignore[no-untyped-call]
+        primaries = client.get_primaries()
         nodes = {f"{n.host}:{n.port}": client.get_redis_connection(n) for n in primaries}
         for p in paths:
             httpx.get(url + p, timeout=10).raise_for_status()

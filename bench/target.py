@@ -33,7 +33,7 @@ class DbConfig:
         return cls(p.hostname, p.port or 3306, unquote(p.username or "root"),
                    unquote(p.password or ""), p.path.lstrip("/") or "cachelab")
 
-    def connect(self):  # type: ignore[no-untyped-def]
+    def connect(self):
         import pymysql
 
         return pymysql.connect(host=self.host, port=self.port, user=self.user,

@@ -79,7 +79,7 @@ class FollowLag(Daemon):
                 if conn is not None:
                     try:
                         conn.close()
-                    except Exception:  # noqa: BLE001
+                    except Exception:  # noqa: BLE001 - closing a connection that already failed: its error adds nothing
                         pass
                 conn = None
                 self.observe(started, None)

@@ -191,7 +191,7 @@ class Filter:
         return False
 
 
-class BinlogConnection(pymysql.connections.Connection):  # type: ignore[misc]
+class BinlogConnection(pymysql.connections.Connection):  # type: ignore[misc]  # pymysql ships no types: the base class is Any
     """A pymysql connection whose binlog stream is read in chunks and filtered by ``binlog_filter``."""
 
     binlog_filter: Filter | None = None

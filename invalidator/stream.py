@@ -125,11 +125,11 @@ class Stream:
 
     @property
     def log_file(self) -> str | None:
-        return self.reader.log_file  # type: ignore[no-any-return]
+        return self.reader.log_file  # type: ignore[no-any-return]  # the library's BinLogStreamReader is unannotated
 
     @property
     def log_pos(self) -> int | None:
-        return self.reader.log_pos  # type: ignore[no-any-return]
+        return self.reader.log_pos  # type: ignore[no-any-return]  # the library's BinLogStreamReader is unannotated
 
     def pending(self) -> bool:
         """More binlog is already here (read, or waiting on the socket)."""

@@ -21,7 +21,7 @@ from support.waiting import wait_for_async
 pytestmark = pytest.mark.anyio
 
 
-def settings(server, **extra: str) -> RedisSettings:  # type: ignore[no-untyped-def]
+def settings(server, **extra: str) -> RedisSettings:
     return RedisSettings.from_env({"REDIS_HOST": server.host, "REDIS_PORT": str(server.port), **extra})
 
 

@@ -23,7 +23,7 @@ KEYS = Keyspace()
 TRACKING = "cachetail-api-tracking"
 
 
-def env_for(stack, cluster: RedisCluster) -> dict[str, str]:  # type: ignore[no-untyped-def]
+def env_for(stack, cluster: RedisCluster) -> dict[str, str]:
     return {**stack.api_env(), "REDIS_HOST": cluster.host, "REDIS_PORT": str(cluster.port),
             "REDIS_CLUSTER": "1", "NEARCACHE": "1", "API_REDIS_BREAKER_S": "0.05"}
 
@@ -32,13 +32,13 @@ def node_at(cluster: RedisCluster, port: int) -> RedisServer:
     return next(n for n in cluster.nodes if n.port == port)
 
 
-def owner(svc, key: str) -> Primary:  # type: ignore[no-untyped-def]
+def owner(svc, key: str) -> Primary:
     found = svc.lean.topology.owners()[key_slot(key)]
     assert found is not None
-    return found  # type: ignore[no-any-return]
+    return found
 
 
-def user_on(svc, port: int, start: int = 1) -> int:  # type: ignore[no-untyped-def]
+def user_on(svc, port: int, start: int = 1) -> int:
     """A user id whose key the primary on ``port`` serves."""
     return next(i for i in range(start, 10_000) if owner(svc, KEYS.user(i)).port == port)
 
@@ -47,11 +47,11 @@ def direct(node: RedisServer) -> redis.Redis:
     return redis.Redis(host=node.host, port=node.port)
 
 
-def tracked_ports(svc) -> set[int]:  # type: ignore[no-untyped-def]
+def tracked_ports(svc) -> set[int]:
     return {p.port for p in svc.tracker.tracked}
 
 
-def hold_reestablishment(svc) -> tuple[asyncio.Event, asyncio.Event]:  # type: ignore[no-untyped-def]
+def hold_reestablishment(svc) -> tuple[asyncio.Event, asyncio.Event]:
     """Through the tracker's seam: its next attempt to establish tracking sets the first
     event and waits for the second (see :func:`release`)."""
     reached, held = asyncio.Event(), asyncio.Event()
@@ -64,7 +64,7 @@ def hold_reestablishment(svc) -> tuple[asyncio.Event, asyncio.Event]:  # type: i
     return reached, held
 
 
-def release(svc, held: asyncio.Event) -> None:  # type: ignore[no-untyped-def]
+def release(svc, held: asyncio.Event) -> None:
     svc.tracker.before_establish = None
     held.set()
 

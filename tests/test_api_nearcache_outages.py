@@ -127,7 +127,7 @@ async def test_an_acl_without_client_commands_leaves_it_off_and_reads_working(
 
 
 @pytest.mark.redis_kinds("single", "cluster")
-def test_every_worker_is_invalidated(stack, db, redis_client, workers, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_every_worker_is_invalidated(stack, db, redis_client, workers, tmp_path) -> None:
     """`python -m api --workers 2` and the invalidator: each worker keeps its own near-cache,
     and a write through MySQL or a clear reaches both."""
     worker = workers(stack.invalidator_env(), wait_streaming=False)  # starts beside the API
@@ -140,7 +140,7 @@ def test_every_worker_is_invalidated(stack, db, redis_client, workers, tmp_path)
     name = f"Every Worker {worker.prefix}"
     with api_process(env, tmp_path, "--workers", "2") as (url, _):
 
-        def stats() -> dict:  # type: ignore[type-arg]
+        def stats() -> dict:
             return httpx.get(url + "/cache/stats", timeout=5).json()["nearcache"]
 
         def read(user_id: int) -> httpx.Response:

@@ -21,12 +21,12 @@ INCONSISTENT = 'cachetail_audit_checks_total{kind="%s",result="inconsistent"}'
 CONSISTENT = 'cachetail_audit_checks_total{kind="%s",result="consistent"}'
 
 
-def audited(stack: Stack, workers, **settings: str) -> WorkerProcess:  # type: ignore[no-untyped-def]
+def audited(stack: Stack, workers, **settings: str) -> WorkerProcess:
     w: WorkerProcess = workers(stack.invalidator_env(), **{"AUDIT": "true", **settings})
     return w
 
 
-def row_bytes(db, user_id: int) -> bytes:  # type: ignore[no-untyped-def]
+def row_bytes(db, user_id: int) -> bytes:
     import pymysql
 
     with db.cursor(pymysql.cursors.DictCursor) as cur:
@@ -157,5 +157,5 @@ def test_keys_are_named_back_into_what_they_cache(stack: Stack, db) -> None:
     found = truth.target(page, stamp(5, b'[{"id":1,"category":"Books"}]'), query)
     assert found is not None and [(f.param, v) for f, v in found.filters] == [("category", "Books")]
     assert truth.target(page, stamp(5, b"[]"), query) is None  # a weight cannot be named back
-    assert truth.target(products_page(ks, db), None, query).filters == ()  # type: ignore[union-attr]
+    assert truth.target(products_page(ks, db), None, query).filters == ()
     assert truth.target(ks.invalidator_position(), None, query) is None

@@ -21,7 +21,7 @@ def _clean_env() -> dict[str, str]:
             if not k.startswith(("DB_", "REDIS_", "CACHE_", "ADMIN_", "API_", "NEARCACHE"))}
 
 
-def test_api_vs_bare_quick_run(stack, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_api_vs_bare_quick_run(stack, tmp_path: Path) -> None:
     env_file = tmp_path / "bench.env"
     settings = {**stack.api_env(), "CACHE_KEY_PREFIX": unique_prefix()}
     env_file.write_text("".join(f"{k}={v}\n" for k, v in settings.items()))

@@ -241,7 +241,7 @@ def _wait_http(url: str, proc: subprocess.Popen, what: str, timeout_s: float = 3
 
 
 @pytest.fixture(scope="module")
-def running(single_stack, tmp_path_factory) -> Iterator[dict[str, str]]:  # type: ignore[no-untyped-def]
+def running(single_stack, tmp_path_factory) -> Iterator[dict[str, str]]:
     """The API and the invalidator as subprocesses on free ports against the session's stack."""
     stack = single_stack
     work = tmp_path_factory.mktemp("bench-run")  # no .env here: settings come from env

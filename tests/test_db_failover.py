@@ -139,7 +139,7 @@ def test_an_offset_of_the_old_primary_is_never_used_on_the_new_one(
     pair.primary.query("FLUSH BINARY LOGS")  # the old primary writes binlog.000002 ...
     update(pair.primary, list(range(100, 140)), "a")
     position = wait_saved_gtid(redis_client, w, pair.primary)
-    old_file, old_offset = str(position["log_file"]), int(position["log_pos"])  # type: ignore[call-overload]
+    old_file, old_offset = str(position["log_file"]), int(position["log_pos"])
     assert old_file == "binlog.000002"
     if how == "paused":
         w.signal(signal.SIGSTOP)  # its connection is cut while it cannot notice

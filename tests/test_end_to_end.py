@@ -26,10 +26,10 @@ def _near_on_and_off(nearcache: str) -> str:
     return nearcache
 
 
-async def eventually(read, expect, timeout_s: float = 5.0):  # type: ignore[no-untyped-def]
+async def eventually(read, expect, timeout_s: float = 5.0):
     """Poll ``read()`` until ``expect(result)``; that result."""
 
-    async def expected():  # type: ignore[no-untyped-def]
+    async def expected():
         result = await read()
         return result if expect(result) else None
 
@@ -75,7 +75,7 @@ async def test_changes_reach_readers_through_the_api(stack: Stack, db, redis_cli
             price = f"{random.randint(10_000, 99_999)}.{random.randint(10, 99)}"  # a real change
             cur.execute("UPDATE products SET price = %s WHERE id = %s", (price, book_id))
 
-            def has_new_price(r) -> bool:  # type: ignore[no-untyped-def]
+            def has_new_price(r) -> bool:
                 return any(p["id"] == book_id and p["price"] == price for p in r.json())
 
             for path in variants[:2]:

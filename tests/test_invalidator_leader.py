@@ -23,11 +23,11 @@ pytestmark = pytest.mark.redis_kinds("single", "cluster")
 STALE = b'{"stale":true}'
 
 
-def leader_of(w) -> float:  # type: ignore[no-untyped-def]
+def leader_of(w) -> float:
     return w.metric("cachetail_invalidator_leader", -1)
 
 
-def check(w) -> tuple[int, dict[str, object]]:  # type: ignore[no-untyped-def]
+def check(w) -> tuple[int, dict[str, object]]:
     done = subprocess.run([sys.executable, "-m", "invalidator", "--check", "--env-file", "/nonexistent"],
                           env=w.env, cwd=ROOT, capture_output=True, text=True, timeout=20)
     return done.returncode, json.loads(done.stdout)

@@ -50,7 +50,7 @@ def test_the_pinned_versions_and_the_hooks_the_connection_overrides() -> None:
 
     from invalidator.stream import ONLY_EVENTS
 
-    event_map = BinLogPacketWrapper._BinLogPacketWrapper__event_map  # type: ignore[attr-defined]
+    event_map = BinLogPacketWrapper._BinLogPacketWrapper__event_map
     asked = {code for code, cls in event_map.items() if cls in ONLY_EVENTS}
     assert asked <= WANTED
     assert {event_map[code].__name__ for code in WANTED - asked} == {"TableMapEvent", "FormatDescriptionEvent"}

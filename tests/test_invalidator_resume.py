@@ -142,7 +142,7 @@ def test_upstream_mariadb_gtid_dump_request_is_still_malformed(stack: Stack) -> 
                 sent.append(bytes(data))
                 write(data)
 
-            conn._write_bytes = record  # type: ignore[method-assign]
+            conn._write_bytes = record
         return conn
 
     stream = BinLogStreamReader(

@@ -101,9 +101,9 @@ class RenamedShowCursor:
 
 def test_mysql_8_4_lists_replicas_under_their_new_name() -> None:
     cur = RenamedShowCursor([(4242, 0), (7, 0)])
-    assert server_id_in_use(cur, 4242) is True  # type: ignore[arg-type]
+    assert server_id_in_use(cur, 4242) is True
     assert cur.ran == ["SHOW SLAVE HOSTS", "SHOW REPLICAS"]
-    assert server_id_in_use(RenamedShowCursor([(7, 0)]), 4242) is False  # type: ignore[arg-type]
+    assert server_id_in_use(RenamedShowCursor([(7, 0)]), 4242) is False
 
 
 def test_caching_sha2_password_without_tls_can_authenticate() -> None:
@@ -161,7 +161,7 @@ def test_the_library_reads_none_of_the_compressed_events() -> None:
     from pymysqlreplication.packet import BinLogPacketWrapper
     from pymysqlreplication.row_event import PartialUpdateRowsEvent
 
-    event_map = BinLogPacketWrapper._BinLogPacketWrapper__event_map  # type: ignore[attr-defined]
+    event_map = BinLogPacketWrapper._BinLogPacketWrapper__event_map
     assert [code for code in (40, *range(165, 172)) if event_map.get(code, NotImplementedEvent)
             is not NotImplementedEvent] == []
     assert event_map[39] is PartialUpdateRowsEvent

@@ -220,7 +220,7 @@ def test_the_known_applied_state_only_moves_forward() -> None:
     from api.freshness import AppliedWatch
     from cachetail import gtid as g
 
-    watch = AppliedWatch(Keyspace(), lean=None, locate=None, cluster=False,  # type: ignore[arg-type]
+    watch = AppliedWatch(Keyspace(), lean=None, locate=None, cluster=False,
                          flavor=lambda: g.MARIADB)
     watch._update(b"0-1-9,1-1-4")  # heard first
     watch._update(b"0-1-7,1-1-5")  # read before it, handled after: one domain older, one newer

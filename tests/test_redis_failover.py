@@ -63,7 +63,7 @@ def test_a_delete_lost_in_a_failover_is_replayed(single_stack: Stack, cluster_fa
     wait_for(lambda: info_calls(on_primary) > next(mine), 5, "the failover watch reading it")
 
     # The replica hears nothing more: paused, and its link cut.
-    os.kill(replica.proc.pid, signal.SIGSTOP)  # type: ignore[union-attr]
+    os.kill(replica.proc.pid, signal.SIGSTOP)
     try:
         on_primary.execute_command("CLIENT", "KILL", "TYPE", "replica")
         with db.cursor() as cur:
@@ -71,7 +71,7 @@ def test_a_delete_lost_in_a_failover_is_replayed(single_stack: Stack, cluster_fa
         wait_for(lambda: on_primary.exists(key) == 0, 10, "the invalidator's delete on the primary")
         primary.kill()
     finally:
-        os.kill(replica.proc.pid, signal.SIGCONT)  # type: ignore[union-attr]
+        os.kill(replica.proc.pid, signal.SIGCONT)
 
     # The hole is real: the replica never got the delete.
     reader = node_client(replica)

@@ -30,7 +30,7 @@ CREATE TABLE IF NOT EXISTS cachelab.schema_probe (
 
 
 @pytest.fixture
-def conn(stack: Stack):  # type: ignore[no-untyped-def]
+def conn(stack: Stack):
     c = stack.mariadb.connect(database="cachelab")
     with c.cursor() as cur:
         cur.execute(DDL)
@@ -38,17 +38,17 @@ def conn(stack: Stack):  # type: ignore[no-untyped-def]
     c.close()
 
 
-def resolve(conn, data: dict) -> schema.Catalog:  # type: ignore[no-untyped-def]
+def resolve(conn, data: dict) -> schema.Catalog:
     return schema.resolve(config.parse(data, "t.toml"), conn, "cachelab")
 
 
-def errors_of(conn, data: dict) -> list[str]:  # type: ignore[no-untyped-def]
+def errors_of(conn, data: dict) -> list[str]:
     with pytest.raises(ConfigError) as caught:
         resolve(conn, data)
     return caught.value.errors
 
 
-def test_the_lab_resolves(conn) -> None:  # type: ignore[no-untyped-def]
+def test_the_lab_resolves(conn) -> None:
     catalog = schema.resolve(config.load(ROOT / "cachetail.toml"), conn, "cachelab")
     user, = catalog.entities
     assert user.keys.names == ("id",) and user.negatives
@@ -62,7 +62,7 @@ def test_the_lab_resolves(conn) -> None:  # type: ignore[no-untyped-def]
     assert catalog.on_table("users") == ((user,), ())
 
 
-def test_an_integer_filter_is_exact_and_paging_has_a_cursor(conn) -> None:  # type: ignore[no-untyped-def]
+def test_an_integer_filter_is_exact_and_paging_has_a_cursor(conn) -> None:
     catalog = resolve(conn, {"lists": {"p": {"table": "products", "route": "/p", "filters": {"stock": "stock"},
                                              "order": ["-stock", "id"], "limit": 20, "paging": True}}})
     listing, = catalog.lists
@@ -93,7 +93,7 @@ def test_an_integer_filter_is_exact_and_paging_has_a_cursor(conn) -> None:  # ty
     ({"lists": {"a": {"table": "users", "route": "/a", "order": ["nick"], "limit": 5}}},
      "lists.a.order: no column nick in users"),
 ])
-def test_one_line_per_problem(conn, data: dict, message: str) -> None:  # type: ignore[no-untyped-def]
+def test_one_line_per_problem(conn, data: dict, message: str) -> None:
     if not message:  # the control: a unique NOT NULL VARCHAR key is fine
         assert resolve(conn, data).entities[0].keys.names == ("code",)
         return
@@ -101,14 +101,14 @@ def test_one_line_per_problem(conn, data: dict, message: str) -> None:  # type: 
     assert any(line.startswith(message) for line in found), found
 
 
-def test_a_text_filter_is_refused_with_its_reason(conn) -> None:  # type: ignore[no-untyped-def]
+def test_a_text_filter_is_refused_with_its_reason(conn) -> None:
     found = errors_of(conn, {"lists": {"a": {"table": "schema_probe", "route": "/a", "filters": {"n": "note"},
                                              "order": ["id"], "limit": 5, "columns": ["id", "note"]}}})
     assert found == ["lists.a.filters: filter column 'note' (text): only integers, CHAR, VARCHAR, BINARY,"
                      " VARBINARY, ENUM and DATE can filter a list"], found
 
 
-def test_enum_and_date_filter_lists_and_set_and_instants_are_refused_with_why(conn) -> None:  # type: ignore[no-untyped-def]
+def test_enum_and_date_filter_lists_and_set_and_instants_are_refused_with_why(conn) -> None:
     catalog = resolve(conn, {"lists": {"a": {"table": "schema_probe", "route": "/a", "order": ["id"], "limit": 5,
                                              "filters": {"status": "st", "day": "day"}, "columns": ["id", "st"]}}})
     status, day = catalog.lists[0].filters

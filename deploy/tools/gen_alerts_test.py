@@ -1,5 +1,13 @@
 """Generate deploy/prometheus/alerts_test.yml; annotations are filled from promtool's rendering."""
-import json, re, subprocess, sys, yaml
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+import yaml
+
 PROMETHEUS = __import__("pathlib").Path(__file__).resolve().parents[1] / "prometheus"
 OUT = str(PROMETHEUS / "alerts_test.yml")
 INV = 'job="cachetail-invalidator",instance="inv1:9101"'
@@ -168,7 +176,7 @@ T("near-cache bypassed on 9 of 10 lookups for 15 minutes: fires after 10",
 T("near-cache tracking (hits and misses, a few bypasses after a restart) or too quiet: nothing",
   [(f'cachetail_nearcache_lookups_total{{{API},result="hit"}}', "0+600x20"),
    (f'cachetail_nearcache_lookups_total{{{API},result="bypass"}}', "0+30x20"),
-   (f'cachetail_nearcache_lookups_total{{job="cachetail-api",instance="api2:5000",result="bypass"}}', "0+3x20")],
+   ('cachetail_nearcache_lookups_total{job="cachetail-api",instance="api2:5000",result="bypass"}', "0+3x20")],
   [("16m", "CachetailNearcacheNotTracking", [])])
 T("6 failing SELECTs a minute: fires after 3 minutes",
   [(f'cachetail_mysql_queries_total{{{API},entity="user",result="ok"}}', "0+600x20"),
@@ -231,7 +239,6 @@ def render(test_list):
     return {"rule_files": ["alerts.yml"], "evaluation_interval": "1m", "tests": test_list}
 
 # Pass 1: run each test alone, collect the annotations promtool renders.
-import tempfile, os
 def run(doc):
     with tempfile.NamedTemporaryFile("w", suffix=".yml", dir=PROMETHEUS, delete=False) as f:
         yaml.safe_dump(doc, f, sort_keys=False, width=200); name = f.name
@@ -265,7 +272,7 @@ header = """# promtool unit tests of alerts.yml:  promtool test rules deploy/pro
 lines = [header, "rule_files:\n  - alerts.yml\nevaluation_interval: 1m\n\ntests:\n"]
 for comment, t in tests + RECORDING:
     body = yaml.safe_dump([t], sort_keys=False, width=10000, allow_unicode=True)
-    body = "\n".join("  " + l for l in body.splitlines())
+    body = "\n".join("  " + line for line in body.splitlines())
     lines.append(f"  # {comment}\n{body}\n\n")
 open(OUT, "w").write("".join(lines).rstrip() + "\n")
 r = subprocess.run(["promtool", "test", "rules", OUT], capture_output=True, text=True)

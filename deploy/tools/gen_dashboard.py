@@ -24,8 +24,8 @@ def ts(title, desc, targets, x, y, w=12, h=8, unit="short", extra=None, stack=Fa
          "fieldConfig": {"defaults": defaults, "overrides": []},
          "options": {"legend": {"displayMode": "table", "placement": "bottom", "calcs": ["mean", "max", "lastNotNull"]},
                      "tooltip": {"mode": "multi", "sort": "desc"}},
-         "targets": [{"datasource": DS, "refId": chr(65 + i), "expr": e, "legendFormat": l, "range": True}
-                     for i, (e, l) in enumerate(targets)]}
+         "targets": [{"datasource": DS, "refId": chr(65 + i), "expr": e, "legendFormat": legend, "range": True}
+                     for i, (e, legend) in enumerate(targets)]}
     panels.append(p); return p
 def stat(title, desc, expr, x, y, w=4, h=4, unit="short", steps=None, mappings=None, legend=""):
     p = {"type": "stat", "id": nid(), "title": title, "description": desc, "datasource": DS,

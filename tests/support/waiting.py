@@ -34,7 +34,7 @@ def wait_for(predicate: Callable[[], T], timeout_s: float = 10, what: str = "con
             last = exc  # not yet; shown if time runs out
         else:
             if last:
-                return last  # type: ignore[return-value] - a truthy T
+                return last  # type: ignore[return-value]  # a truthy T
         if time.monotonic() >= deadline:
             raise WaitTimeout(what, timeout_s, last)
         time.sleep(interval)
@@ -55,7 +55,7 @@ async def wait_for_async(predicate: Callable[[], T | Awaitable[T]], timeout_s: f
             last = exc  # not yet; shown if time runs out
         else:
             if last:
-                return last  # type: ignore[return-value] - a truthy T
+                return last  # type: ignore[return-value]  # a truthy T
         if time.monotonic() >= deadline:
             raise WaitTimeout(what, timeout_s, last)
         await asyncio.sleep(interval)
