@@ -40,8 +40,8 @@ system-run:
 system-test:
 	@./scripts/ensure-packages $(TEST_PACKAGES)
 
-# setup.py builds the compiled row walk (invalidator/_rowwalk.c) in place: rebuilt when it changes
-$(VENV)/.installed: pyproject.toml setup.py invalidator/_rowwalk.c
+# setup.py builds the compiled row walk (invalidator/_rowwalk*.c) in place: rebuilt when it changes
+$(VENV)/.installed: pyproject.toml setup.py $(wildcard invalidator/_rowwalk*.[ch])
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "cachetail needs Python >= 3.11")'
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV) || { echo "python3 -m venv failed: install the Debian package python3-venv"; exit 1; }
 	$(PY) -m pip install --quiet --upgrade pip
