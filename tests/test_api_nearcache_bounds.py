@@ -4,7 +4,9 @@ accounted for."""
 from __future__ import annotations
 
 import tracemalloc
+from collections.abc import Callable
 
+import httpx
 import pytest
 
 from api.nearcache import ENTRY_OVERHEAD, NearCache
@@ -19,16 +21,26 @@ KEYS = Keyspace()
 # ------------------------------------------------------------------ bounds
 
 
+async def most_held(client: httpx.AsyncClient, ids: range, held: Callable[[], int],
+                    between: str | None = None) -> int:
+    """Read each id twice (kept, then served from memory), and ``between`` after each: the
+    most ``held`` reached on the way."""
+    most = 0
+    for user_id in ids:
+        for _ in range(2):
+            await client.get(f"/user/{user_id}")
+        if between is not None:
+            await client.get(between)
+        most = max(most, held())
+    return most
+
+
 async def test_bounded_by_entries_least_recently_used_first(stack, redis_client) -> None:
     capacity = Delta(("cachetail_nearcache_evictions_total", {"reason": "capacity"}))
     async with running(stack.api_env(), NEARCACHE_MAX_ENTRIES="20") as (app, client):
         svc = app.state.services
-        most = 0
-        for user_id in range(100, 160):
-            for _ in range(2):
-                await client.get(f"/user/{user_id}")
-            await client.get("/user/1")  # kept in use: never the least recent
-            most = max(most, svc.near.entries)
+        # /user/1 read after each: kept in use, never the least recent
+        most = await most_held(client, range(100, 160), lambda: svc.near.entries, between="/user/1")
         hot = await client.get("/user/1")
     assert most == 20 and svc.near.entries == 0  # emptied when the app stopped
     assert hot.headers["x-cache-tier"] == "near"
@@ -40,11 +52,7 @@ async def test_bounded_by_bytes_and_large_values_skipped(stack, redis_client) ->
     too_large = Delta(("cachetail_nearcache_fills_total", {"result": "too_large"}))
     async with running(stack.api_env(), NEARCACHE_MAX_BYTES="4096") as (app, client):
         svc = app.state.services
-        most = 0
-        for user_id in range(200, 230):
-            for _ in range(2):
-                await client.get(f"/user/{user_id}")
-            most = max(most, svc.near.held_bytes)
+        most = await most_held(client, range(200, 230), lambda: svc.near.held_bytes)
         held = svc.near.entries
         big = [await client.get("/user/700") for _ in range(3)]
     assert 0 < most <= 4096 and 2 <= held < 30

@@ -15,7 +15,7 @@ from cachetail import config, schema
 from cachetail.collation import Weigher
 from cachetail.devstack import EXAMPLES_DIR, DevStackError, MariaDB, load_example
 from support.cli import SHOP, cachetail
-from support.shop import start_shop
+from support.shop import serve_shop, shop_connection
 from support.stack import API_PASSWORD, INVALIDATOR_PASSWORD
 
 TABLES = ("customers", "orders", "order_lines", "gift_cards")
@@ -25,17 +25,12 @@ COUNTS = {"customers": 503, "orders": 2000, "order_lines": 10760, "gift_cards": 
 @pytest.fixture(scope="module")
 def shop_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MariaDB]:
     """Its own: these tests count the rows the shop protocol tests add to theirs."""
-    server = start_shop(tmp_path_factory.mktemp("shop"))
-    yield server
-    server.kill()
+    yield from serve_shop(tmp_path_factory)
 
 
 @pytest.fixture
 def api_conn(shop_db: MariaDB) -> Iterator[pymysql.connections.Connection]:
-    conn = shop_db.connect(user="cachetail_api", password=API_PASSWORD, database="shop",
-                           init_command="SET time_zone = '+00:00'")
-    yield conn
-    conn.close()
+    yield from shop_connection(shop_db, user="cachetail_api", password=API_PASSWORD)
 
 
 def resolve(conn: pymysql.connections.Connection) -> schema.Catalog:

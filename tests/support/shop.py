@@ -40,19 +40,28 @@ def start_shop(base: Path) -> MariaDB:
     return server
 
 
-@pytest.fixture(scope="session")
-def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MariaDB]:
+def serve_shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MariaDB]:
+    """A fixture's body: a shop server of its own, killed after."""
     server = start_shop(tmp_path_factory.mktemp("shop"))
     yield server
     server.kill()
 
 
-@pytest.fixture
-def sdb(shop: MariaDB) -> Iterator[pymysql.connections.Connection]:
-    conn = shop.connect(database="shop", init_command="SET time_zone = '+00:00'",
-                        cursorclass=pymysql.cursors.DictCursor)
+def shop_connection(server: MariaDB, **kwargs: Any) -> Iterator[pymysql.connections.Connection]:
+    """A fixture's body: a connection to the shop database, in UTC, closed after."""
+    conn = server.connect(database="shop", init_command="SET time_zone = '+00:00'", **kwargs)
     yield conn
     conn.close()
+
+
+@pytest.fixture(scope="session")
+def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MariaDB]:
+    yield from serve_shop(tmp_path_factory)
+
+
+@pytest.fixture
+def sdb(shop: MariaDB) -> Iterator[pymysql.connections.Connection]:
+    yield from shop_connection(shop, cursorclass=pymysql.cursors.DictCursor)
 
 
 def on_shop(env: dict[str, str], shop: MariaDB, **extra: str) -> dict[str, str]:

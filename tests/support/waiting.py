@@ -22,21 +22,37 @@ class WaitTimeout(AssertionError):
         super().__init__(f"timed out after {timeout_s} s waiting for {what} (last: {last!r})")
 
 
+class _Poll:
+    """One wait's deadline and last result (shown if time runs out)."""
+
+    __slots__ = ("deadline", "last", "timeout_s", "what")
+
+    def __init__(self, timeout_s: float, what: str) -> None:
+        self.deadline = time.monotonic() + timeout_s
+        self.timeout_s, self.what = timeout_s, what
+        self.last: object = None
+
+    def holds(self, value: object) -> bool:
+        self.last = value
+        return bool(value)
+
+    def expire(self) -> None:
+        if time.monotonic() >= self.deadline:
+            raise WaitTimeout(self.what, self.timeout_s, self.last)
+
+
 def wait_for(predicate: Callable[[], T], timeout_s: float = 10, what: str = "condition",
              interval: float = 0.01, ignoring: tuple[type[Exception], ...] = ()) -> T:
     """``predicate()``'s first truthy result, polled every ``interval`` s; an exception of
     ``ignoring`` (a server still starting) counts as not yet, and is shown if time runs out."""
-    deadline = time.monotonic() + timeout_s
+    poll = _Poll(timeout_s, what)
     while True:
         try:
-            last: object = predicate()
+            if poll.holds(predicate()):
+                return poll.last  # type: ignore[return-value]  # a truthy T
         except ignoring as exc:
-            last = exc  # not yet; shown if time runs out
-        else:
-            if last:
-                return last  # type: ignore[return-value]  # a truthy T
-        if time.monotonic() >= deadline:
-            raise WaitTimeout(what, timeout_s, last)
+            poll.last = exc
+        poll.expire()
         time.sleep(interval)
 
 
@@ -45,17 +61,13 @@ async def wait_for_async(predicate: Callable[[], T | Awaitable[T]], timeout_s: f
                          ignoring: tuple[type[Exception], ...] = ()) -> T:
     """:func:`wait_for` yielding to the loop between polls; ``predicate`` may return an
     awaitable (an async read, or ``asyncio.to_thread`` of a blocking one)."""
-    deadline = time.monotonic() + timeout_s
+    poll = _Poll(timeout_s, what)
     while True:
         try:
-            last: object = predicate()
-            if inspect.isawaitable(last):
-                last = await last
+            value = predicate()
+            if poll.holds(await value if inspect.isawaitable(value) else value):
+                return poll.last  # type: ignore[return-value]  # a truthy T
         except ignoring as exc:
-            last = exc  # not yet; shown if time runs out
-        else:
-            if last:
-                return last  # type: ignore[return-value]  # a truthy T
-        if time.monotonic() >= deadline:
-            raise WaitTimeout(what, timeout_s, last)
+            poll.last = exc
+        poll.expire()
         await asyncio.sleep(interval)
